@@ -1,0 +1,105 @@
+//! The LAN API: routes, auth, limits and error mapping.
+//!
+//! Invariants:
+//! - every error is `{"error": {"code", "message"}}` ([`error`]);
+//! - a write is answered 2xx only after the writer committed it (handlers await the writer);
+//! - every request is bounded in size (`max_body_bytes`) and time (`request_timeout`);
+//! - [`run`] serves until `shutdown` resolves, then stops accepting and drains in-flight
+//!   requests for at most `shutdown_grace`.
+
+pub mod auth;
+pub mod body;
+pub mod error;
+mod health;
+mod sales;
+pub mod serve;
+
+use crate::config::Config;
+use crate::metrics::{Metrics, RequestLabels};
+use crate::store::{Reads, Writer};
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::StatusCode;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use chrono::{DateTime, Utc};
+use error::ApiError;
+use std::future::Future;
+use std::sync::Arc;
+
+/// What handlers share. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub writer: Writer,
+    pub reads: Reads,
+    pub metrics: Arc<Metrics>,
+    pub started_at: DateTime<Utc>,
+}
+
+/// The route table.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/v1/sales", post(sales::create))
+        .route("/v1/sales/{id}", get(sales::show))
+        .route("/v1/status", get(health::status))
+        .route("/healthz", get(health::healthz))
+        .route("/metrics", get(health::metrics))
+        .route("/openapi.json", get(health::openapi))
+        .fallback(|| async { ApiError::not_found("no such endpoint") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "this endpoint does not take that method")
+        })
+        .layer(middleware::from_fn_with_state(state.clone(), bound_time))
+        .layer(middleware::from_fn_with_state(state.clone(), count))
+        .with_state(state)
+}
+
+/// Serves `router(state)` on `listener` until `shutdown` resolves.
+pub async fn run(
+    listener: tokio::net::TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send,
+) {
+    let grace = state.config.server.shutdown_grace.0;
+    let header_timeout = state.config.server.request_timeout.0;
+    serve::serve(listener, tls, router(state), shutdown, grace, header_timeout).await;
+}
+
+/// Counts every answer by route template and status.
+async fn count(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let method = req.method().as_str().to_owned();
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|m| m.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".into());
+    let response = next.run(req).await;
+    state
+        .metrics
+        .requests
+        .get_or_create(&RequestLabels {
+            method,
+            route,
+            status: response.status().as_u16(),
+        })
+        .inc();
+    response
+}
+
+/// Bounds a request's whole handling. A write that times out here may still commit: the
+/// register retries with the same client id and gets the original answer (invariant 3).
+async fn bound_time(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let limit = state.config.server.request_timeout.0;
+    match tokio::time::timeout(limit, next.run(req)).await {
+        Ok(r) => r,
+        Err(_) => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "timeout",
+            format!("the request did not complete within {}s; retry with the same client id", limit.as_secs()),
+        )
+        .into_response(),
+    }
+}

@@ -1,0 +1,278 @@
+//! The sales ledger: sales, their lines, taxes and tenders. Append-only.
+//!
+//! Invariants:
+//! - [`record`] runs inside the writer's transaction and writes the sale, its lines, taxes,
+//!   tenders AND the outbox row for its Conexxus document together (invariant 2);
+//! - a sale is identified for replay by `(register_id, client_txn_id)`; the same request
+//!   again returns the original receipt, other content is a conflict, never a second sale;
+//! - nothing here updates or deletes a sale; corrections are new rows.
+
+pub mod request;
+pub mod validate;
+
+use crate::outbox::{self, Upstream};
+use request::{Quantity, SaleRequest};
+use rusqlite::{params, Connection, OptionalExtension, Transaction};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+/// Outbox kind of the per-sale NAXML POSJournal document.
+pub const NAXML_SALE_KIND: &str = "naxml_sale";
+/// Default priority of Conexxus documents when `[conexxus]` does not set one.
+pub const DEFAULT_SYNC_PRIORITY: i64 = 8;
+
+/// What the register gets back for a recorded sale, first time or replay.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Receipt {
+    pub id: String,
+    pub client_txn_id: String,
+    pub business_date: String,
+    pub status: String,
+}
+
+#[derive(Debug)]
+pub enum Recorded {
+    New(Receipt),
+    Replay(Receipt),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LedgerError {
+    #[error("client_txn_id {client_txn_id:?} of register {register_id} was already used for a different sale ({existing})")]
+    Conflict {
+        register_id: String,
+        client_txn_id: String,
+        existing: String,
+    },
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+}
+
+impl From<rusqlite::Error> for LedgerError {
+    fn from(e: rusqlite::Error) -> Self {
+        LedgerError::Store(e.into())
+    }
+}
+
+/// Everything [`record`] needs besides the request, decided outside the transaction.
+#[derive(Debug, Clone)]
+pub struct SaleContext {
+    pub location_id: String,
+    pub business_date: String,
+    pub created_at: String,
+    pub sync_priority: i64,
+}
+
+/// SHA-256 of the canonical (re-serialized, typed) request: field order and whitespace of
+/// the register's JSON do not matter, content does.
+pub fn request_fingerprint(sale: &SaleRequest) -> String {
+    let canonical = serde_json::to_vec(sale).expect("a typed request always serializes");
+    hex::encode(Sha256::digest(&canonical))
+}
+
+/// Records a validated sale, or returns the original receipt for a replay.
+pub fn record(tx: &Transaction<'_>, sale: &SaleRequest, ctx: &SaleContext) -> Result<Recorded, LedgerError> {
+    let fingerprint = request_fingerprint(sale);
+    let existing = tx
+        .prepare_cached(
+            "SELECT id, request_sha256, business_date, status FROM sales
+             WHERE register_id = ?1 AND client_txn_id = ?2",
+        )?
+        .query_row(params![sale.register_id, sale.client_txn_id], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, String>(3)?))
+        })
+        .optional()?;
+    if let Some((id, sha, business_date, status)) = existing {
+        if sha != fingerprint {
+            return Err(LedgerError::Conflict {
+                register_id: sale.register_id.clone(),
+                client_txn_id: sale.client_txn_id.clone(),
+                existing: id,
+            });
+        }
+        return Ok(Recorded::Replay(Receipt {
+            id,
+            client_txn_id: sale.client_txn_id.clone(),
+            business_date,
+            status,
+        }));
+    }
+
+    let id = format!("sale_{}", ulid::Ulid::new());
+    tx.prepare_cached(
+        "INSERT INTO sales (id, location_id, register_id, client_txn_id, request_sha256,
+                            cashier_id, currency, total, business_date, created_at, status)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, 'recorded')",
+    )?
+    .execute(params![
+        id,
+        ctx.location_id,
+        sale.register_id,
+        sale.client_txn_id,
+        fingerprint,
+        sale.cashier_id,
+        sale.currency,
+        sale.total,
+        ctx.business_date,
+        ctx.created_at,
+    ])?;
+    {
+        let mut line_stmt = tx.prepare_cached(
+            "INSERT INTO sale_lines (sale_id, line_no, sku, description, quantity_milli,
+                                     unit_price, amount, merchandise_code, tax_code)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        )?;
+        for (no, l) in sale.lines.iter().enumerate() {
+            line_stmt.execute(params![
+                id, no as i64, l.sku, l.description, l.quantity.0, l.unit_price, l.amount,
+                l.merchandise_code, l.tax_code
+            ])?;
+        }
+        let mut tax_stmt = tx.prepare_cached(
+            "INSERT INTO sale_taxes (sale_id, tax_code, taxable_amount, amount) VALUES (?1, ?2, ?3, ?4)",
+        )?;
+        for t in &sale.taxes {
+            tax_stmt.execute(params![id, t.tax_code, t.taxable_amount, t.amount])?;
+        }
+        let mut tender_stmt = tx.prepare_cached(
+            "INSERT INTO sale_tenders (sale_id, tender_no, method, amount, payment_id)
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+        )?;
+        for (no, t) in sale.tenders.iter().enumerate() {
+            tender_stmt.execute(params![id, no as i64, t.method, t.amount, t.payment_id])?;
+        }
+    }
+    outbox::enqueue(
+        tx,
+        &outbox::NewRow {
+            kind: NAXML_SALE_KIND,
+            upstream: Upstream::Conexxus,
+            priority: ctx.sync_priority,
+            idempotency_key: format!("naxml-sale:{id}"),
+            payload: serde_json::json!({ "sale_id": id }),
+            created_at: &ctx.created_at,
+        },
+    )?;
+    Ok(Recorded::New(Receipt {
+        id,
+        client_txn_id: sale.client_txn_id.clone(),
+        business_date: ctx.business_date.clone(),
+        status: "recorded".into(),
+    }))
+}
+
+/// A sale as stored, for `GET /v1/sales/{id}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Sale {
+    pub id: String,
+    pub client_txn_id: String,
+    pub location_id: String,
+    pub register_id: String,
+    pub cashier_id: String,
+    pub currency: String,
+    pub business_date: String,
+    pub created_at: String,
+    pub status: String,
+    pub lines: Vec<SaleLine>,
+    pub taxes: Vec<SaleTax>,
+    pub tenders: Vec<SaleTender>,
+    pub total: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SaleLine {
+    pub sku: String,
+    pub description: String,
+    pub quantity: Quantity,
+    pub unit_price: i64,
+    pub amount: i64,
+    pub merchandise_code: Option<String>,
+    pub tax_code: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SaleTax {
+    pub tax_code: String,
+    pub taxable_amount: i64,
+    pub amount: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SaleTender {
+    pub method: String,
+    pub amount: i64,
+    pub payment_id: Option<String>,
+}
+
+/// Loads one sale with its lines, taxes and tenders.
+pub fn get(conn: &Connection, id: &str) -> rusqlite::Result<Option<Sale>> {
+    let head = conn
+        .prepare_cached(
+            "SELECT id, client_txn_id, location_id, register_id, cashier_id, currency,
+                    business_date, created_at, status, total
+             FROM sales WHERE id = ?1",
+        )?
+        .query_row([id], |r| {
+            Ok(Sale {
+                id: r.get(0)?,
+                client_txn_id: r.get(1)?,
+                location_id: r.get(2)?,
+                register_id: r.get(3)?,
+                cashier_id: r.get(4)?,
+                currency: r.get(5)?,
+                business_date: r.get(6)?,
+                created_at: r.get(7)?,
+                status: r.get(8)?,
+                total: r.get(9)?,
+                lines: Vec::new(),
+                taxes: Vec::new(),
+                tenders: Vec::new(),
+            })
+        })
+        .optional()?;
+    let Some(mut sale) = head else {
+        return Ok(None);
+    };
+    sale.lines = conn
+        .prepare_cached(
+            "SELECT sku, description, quantity_milli, unit_price, amount, merchandise_code, tax_code
+             FROM sale_lines WHERE sale_id = ?1 ORDER BY line_no",
+        )?
+        .query_map([id], |r| {
+            Ok(SaleLine {
+                sku: r.get(0)?,
+                description: r.get(1)?,
+                quantity: Quantity(r.get(2)?),
+                unit_price: r.get(3)?,
+                amount: r.get(4)?,
+                merchandise_code: r.get(5)?,
+                tax_code: r.get(6)?,
+            })
+        })?
+        .collect::<Result<_, _>>()?;
+    sale.taxes = conn
+        .prepare_cached(
+            "SELECT tax_code, taxable_amount, amount FROM sale_taxes WHERE sale_id = ?1 ORDER BY rowid",
+        )?
+        .query_map([id], |r| {
+            Ok(SaleTax {
+                tax_code: r.get(0)?,
+                taxable_amount: r.get(1)?,
+                amount: r.get(2)?,
+            })
+        })?
+        .collect::<Result<_, _>>()?;
+    sale.tenders = conn
+        .prepare_cached(
+            "SELECT method, amount, payment_id FROM sale_tenders WHERE sale_id = ?1 ORDER BY tender_no",
+        )?
+        .query_map([id], |r| {
+            Ok(SaleTender {
+                method: r.get(0)?,
+                amount: r.get(1)?,
+                payment_id: r.get(2)?,
+            })
+        })?
+        .collect::<Result<_, _>>()?;
+    Ok(Some(sale))
+}

@@ -1,0 +1,5 @@
+//! `posedge`: the binary is a thin shell around [`posedge::cli`].
+
+fn main() -> std::process::ExitCode {
+    posedge::cli::main()
+}

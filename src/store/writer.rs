@@ -1,0 +1,227 @@
+//! The writer thread: the only place that writes to SQLite, with group commit.
+//!
+//! Design. Callers send a job (a closure over `&Transaction`) through a bounded channel and
+//! await its answer. The thread takes the first waiting job, then every job already queued
+//! (up to [`MAX_BATCH`]), and runs them all in ONE `BEGIN IMMEDIATE` transaction, each inside
+//! its own SAVEPOINT so a job that fails (a 409, a rule broken inside the transaction) rolls
+//! back alone. One COMMIT, hence one WAL fsync, then every job of the batch gets its answer.
+//! Many registers therefore share one fsync instead of queueing for one each.
+//!
+//! Invariants:
+//! - no answer leaves before COMMIT returned: a job's result is held until then, and if the
+//!   commit fails every job of the batch gets the commit's error, never its own `Ok`;
+//! - a job that panics rolls back its savepoint and its caller gets an error; the thread and
+//!   the other jobs of the batch carry on;
+//! - [`Writer::stop`] is ordered after everything queued before it: queued work commits, then
+//!   the WAL is checkpointed and the connection closed.
+
+use super::StoreError;
+use rusqlite::{Connection, Transaction, TransactionBehavior};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, oneshot};
+
+/// Upper bound on jobs per transaction, so one commit's latency stays bounded.
+pub const MAX_BATCH: usize = 512;
+const QUEUE_DEPTH: usize = 4096;
+
+/// Called after each commit with the batch size and how long BEGIN..COMMIT took.
+pub type CommitObserver = Arc<dyn Fn(usize, Duration) + Send + Sync>;
+
+type Reply = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
+type Job = Box<dyn WriteJob>;
+
+/// One caller's unit of work. `run` returns whether it succeeded and the reply to send after
+/// COMMIT; `fail` answers a job that could not run at all.
+trait WriteJob: Send {
+    fn run(self: Box<Self>, txn: &Transaction<'_>) -> (bool, Reply);
+    fn fail(self: Box<Self>, err: StoreError);
+}
+
+struct Typed<F, T, E> {
+    f: F,
+    answer: oneshot::Sender<Result<T, E>>,
+}
+
+impl<F, T, E> WriteJob for Typed<F, T, E>
+where
+    F: FnOnce(&Transaction<'_>) -> Result<T, E> + Send + 'static,
+    T: Send + 'static,
+    E: From<StoreError> + Send + 'static,
+{
+    fn run(self: Box<Self>, txn: &Transaction<'_>) -> (bool, Reply) {
+        let Typed { f, answer } = *self;
+        let result = f(txn);
+        let ok = result.is_ok();
+        let reply: Reply = Box::new(move |commit| {
+            let answer_value = match (commit, result) {
+                (Ok(()), r) => r,
+                // A rolled-back job's own error is the truer answer.
+                (Err(_), Err(e)) => Err(e),
+                (Err(c), Ok(_)) => Err(E::from(c)),
+            };
+            let _ = answer.send(answer_value);
+        });
+        (ok, reply)
+    }
+
+    fn fail(self: Box<Self>, err: StoreError) {
+        let _ = self.answer.send(Err(E::from(err)));
+    }
+}
+
+enum Msg {
+    Job(Job),
+    /// Answered once the thread reaches it: proves the writer loop is turning.
+    Ping(oneshot::Sender<()>),
+    Stop(oneshot::Sender<()>),
+}
+
+/// Handle to the writer thread; cheap to clone.
+#[derive(Clone)]
+pub struct Writer {
+    tx: mpsc::Sender<Msg>,
+}
+
+impl Writer {
+    pub fn start(conn: Connection, on_commit: CommitObserver) -> Result<Writer, StoreError> {
+        let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
+        std::thread::Builder::new()
+            .name("posedge-writer".into())
+            .spawn(move || run(conn, rx, on_commit))
+            .map_err(|e| StoreError::Io(format!("cannot start the writer thread: {e}")))?;
+        Ok(Writer { tx })
+    }
+
+    /// Runs `f` in the next group-commit transaction and returns its result after COMMIT.
+    /// If `f` returns `Err`, its changes are rolled back and the error returned as is.
+    pub async fn write<T, E, F>(&self, f: F) -> Result<T, E>
+    where
+        F: FnOnce(&Transaction<'_>) -> Result<T, E> + Send + 'static,
+        T: Send + 'static,
+        E: From<StoreError> + Send + 'static,
+    {
+        let (answer, answer_rx) = oneshot::channel::<Result<T, E>>();
+        let job: Job = Box::new(Typed { f, answer });
+        if self.tx.send(Msg::Job(job)).await.is_err() {
+            return Err(E::from(StoreError::ShuttingDown));
+        }
+        // A dropped answer means the job panicked (the thread logged it and rolled it back).
+        answer_rx.await.unwrap_or_else(|_| {
+            Err(E::from(StoreError::Sqlite(
+                "the write failed unexpectedly and was rolled back; see the log".into(),
+            )))
+        })
+    }
+
+    /// Round-trips the writer thread; `false` if it did not answer within `within`.
+    pub async fn ping(&self, within: Duration) -> bool {
+        let (tx, rx) = oneshot::channel();
+        let sent = tokio::time::timeout(within, self.tx.send(Msg::Ping(tx))).await;
+        if !matches!(sent, Ok(Ok(()))) {
+            return false;
+        }
+        matches!(tokio::time::timeout(within, rx).await, Ok(Ok(())))
+    }
+
+    /// Commits everything queued so far, checkpoints the WAL and ends the thread.
+    pub async fn stop(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.tx.send(Msg::Stop(tx)).await.is_ok() {
+            let _ = rx.await;
+        }
+    }
+}
+
+fn run(mut conn: Connection, mut rx: mpsc::Receiver<Msg>, on_commit: CommitObserver) {
+    let mut stop_reply = None;
+    while let Some(first) = rx.blocking_recv() {
+        let mut jobs = Vec::new();
+        let mut pings = Vec::new();
+        let mut next = Some(first);
+        while let Some(msg) = next.take() {
+            match msg {
+                Msg::Job(j) => jobs.push(j),
+                Msg::Ping(p) => pings.push(p),
+                Msg::Stop(s) => {
+                    stop_reply = Some(s);
+                    break;
+                }
+            }
+            if jobs.len() < MAX_BATCH {
+                next = rx.try_recv().ok();
+            }
+        }
+        if !jobs.is_empty() {
+            commit_batch(&mut conn, jobs, &on_commit);
+        }
+        for p in pings {
+            let _ = p.send(());
+        }
+        if stop_reply.is_some() {
+            break;
+        }
+    }
+    // Refuse whatever arrives from now on: dropping the receiver fails their sends.
+    rx.close();
+    while let Ok(msg) = rx.try_recv() {
+        if let Msg::Job(job) = msg {
+            job.fail(StoreError::ShuttingDown);
+        }
+    }
+    if let Err(e) = conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);") {
+        tracing::warn!(error = %e, "WAL checkpoint at shutdown failed; SQLite will replay the WAL at next start");
+    }
+    drop(conn);
+    if let Some(s) = stop_reply {
+        let _ = s.send(());
+    }
+}
+
+fn commit_batch(conn: &mut Connection, jobs: Vec<Job>, on_commit: &CommitObserver) {
+    let started = Instant::now();
+    let size = jobs.len();
+    let txn = match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
+        Ok(t) => t,
+        Err(e) => {
+            let err = StoreError::from(e);
+            tracing::error!(error = %err, jobs = size, "cannot begin a write transaction");
+            for job in jobs {
+                job.fail(err.clone());
+            }
+            return;
+        }
+    };
+    let mut replies: Vec<Reply> = Vec::with_capacity(size);
+    for job in jobs {
+        if let Err(e) = txn.execute_batch("SAVEPOINT job") {
+            job.fail(StoreError::from(e));
+            continue;
+        }
+        match catch_unwind(AssertUnwindSafe(|| job.run(&txn))) {
+            Ok((true, reply)) => {
+                let _ = txn.execute_batch("RELEASE job");
+                replies.push(reply);
+            }
+            Ok((false, reply)) => {
+                let _ = txn.execute_batch("ROLLBACK TO job; RELEASE job");
+                replies.push(reply);
+            }
+            Err(_) => {
+                // The job's answer channel was dropped during unwinding: its caller sees an
+                // error. Undo whatever it wrote.
+                let _ = txn.execute_batch("ROLLBACK TO job; RELEASE job");
+                tracing::error!("a write job panicked; its changes were rolled back");
+            }
+        }
+    }
+    let outcome = txn.commit().map_err(StoreError::from);
+    if let Err(e) = &outcome {
+        tracing::error!(error = %e, jobs = size, "commit failed; the whole batch is answered with the error");
+    }
+    on_commit(size, started.elapsed());
+    for reply in replies {
+        reply(outcome.clone());
+    }
+}
