@@ -43,30 +43,54 @@ mod tests {
     fn the_business_date_follows_the_store_time_zone_not_utc() {
         let chicago: Tz = "America/Chicago".parse().unwrap();
         // 03:30 UTC on the 25th is 21:30 on the 24th in Chicago (CST, UTC-6).
-        assert_eq!(business_date(utc(2026, 11, 25, 3, 30), chicago, t("00:00")), date("2026-11-24"));
-        assert_eq!(business_date(utc(2026, 11, 25, 6, 0), chicago, t("00:00")), date("2026-11-25"));
+        assert_eq!(
+            business_date(utc(2026, 11, 25, 3, 30), chicago, t("00:00")),
+            date("2026-11-24")
+        );
+        assert_eq!(
+            business_date(utc(2026, 11, 25, 6, 0), chicago, t("00:00")),
+            date("2026-11-25")
+        );
     }
 
     #[test]
     fn an_early_morning_close_keeps_late_sales_on_the_previous_day() {
         let tz = Tz::UTC;
-        assert_eq!(business_date(utc(2026, 11, 25, 2, 0), tz, t("04:00")), date("2026-11-24"));
-        assert_eq!(business_date(utc(2026, 11, 25, 4, 0), tz, t("04:00")), date("2026-11-25"));
+        assert_eq!(
+            business_date(utc(2026, 11, 25, 2, 0), tz, t("04:00")),
+            date("2026-11-24")
+        );
+        assert_eq!(
+            business_date(utc(2026, 11, 25, 4, 0), tz, t("04:00")),
+            date("2026-11-25")
+        );
     }
 
     #[test]
     fn an_evening_close_moves_later_sales_to_the_next_day() {
         let tz = Tz::UTC;
-        assert_eq!(business_date(utc(2026, 11, 24, 22, 59), tz, t("23:00")), date("2026-11-24"));
-        assert_eq!(business_date(utc(2026, 11, 24, 23, 0), tz, t("23:00")), date("2026-11-25"));
+        assert_eq!(
+            business_date(utc(2026, 11, 24, 22, 59), tz, t("23:00")),
+            date("2026-11-24")
+        );
+        assert_eq!(
+            business_date(utc(2026, 11, 24, 23, 0), tz, t("23:00")),
+            date("2026-11-25")
+        );
     }
 
     #[test]
     fn daylight_saving_changes_do_not_shift_the_date() {
         let ny: Tz = "America/New_York".parse().unwrap();
         // 2026-03-08: clocks jump from 02:00 to 03:00 local. 07:30 UTC is 03:30 EDT.
-        assert_eq!(business_date(utc(2026, 3, 8, 7, 30), ny, t("00:00")), date("2026-03-08"));
+        assert_eq!(
+            business_date(utc(2026, 3, 8, 7, 30), ny, t("00:00")),
+            date("2026-03-08")
+        );
         // 2026-11-01: 05:30 UTC is 01:30 EDT/EST, still the 1st.
-        assert_eq!(business_date(utc(2026, 11, 1, 5, 30), ny, t("00:00")), date("2026-11-01"));
+        assert_eq!(
+            business_date(utc(2026, 11, 1, 5, 30), ny, t("00:00")),
+            date("2026-11-01")
+        );
     }
 }

@@ -11,7 +11,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser, Debug)]
-#[command(name = "posedge", version, about = "Store-and-forward POS daemon for the store back office")]
+#[command(
+    name = "posedge",
+    version,
+    about = "Store-and-forward POS daemon for the store back office"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -85,7 +89,9 @@ pub fn main() -> ExitCode {
                 .build()
             {
                 Ok(r) => r,
-                Err(e) => return fail(&StartError::Other(format!("cannot start the runtime: {e}"))),
+                Err(e) => {
+                    return fail(&StartError::Other(format!("cannot start the runtime: {e}")))
+                }
             };
             match runtime.block_on(daemon::serve(config)) {
                 Ok(()) => ExitCode::SUCCESS,
@@ -130,7 +136,10 @@ fn warn_if_writable_by_others(config: &Config) {
     if let Some(path) = &config.source {
         if let Ok(meta) = std::fs::metadata(path) {
             if meta.permissions().mode() & 0o002 != 0 {
-                eprintln!("warning: {} is writable by every user; chmod 640 it", path.display());
+                eprintln!(
+                    "warning: {} is writable by every user; chmod 640 it",
+                    path.display()
+                );
             }
         }
     }

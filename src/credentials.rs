@@ -3,7 +3,9 @@
 //! Invariants: plaintext tokens and PINs are never stored or logged; token comparison is
 //! constant-time and checks every configured entry, so timing does not tell which one matched.
 
-use argon2::password_hash::{rand_core::OsRng, PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::password_hash::{
+    rand_core::OsRng, PasswordHash, PasswordHasher, PasswordVerifier, SaltString,
+};
 use argon2::Argon2;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
@@ -18,7 +20,9 @@ pub fn match_token<'a>(token: &str, hashes: impl Iterator<Item = &'a str>) -> Op
     let digest = Sha256::digest(token.as_bytes());
     let mut found = None;
     for (i, h) in hashes.enumerate() {
-        let Ok(expected) = hex::decode(h) else { continue };
+        let Ok(expected) = hex::decode(h) else {
+            continue;
+        };
         if bool::from(expected.ct_eq(digest.as_slice())) && found.is_none() {
             found = Some(i);
         }
@@ -38,7 +42,11 @@ pub fn hash_pin(pin: &str) -> Result<String, String> {
 /// True when `pin` matches the PHC string `hash`.
 pub fn verify_pin(pin: &str, hash: &str) -> bool {
     PasswordHash::new(hash)
-        .map(|parsed| Argon2::default().verify_password(pin.as_bytes(), &parsed).is_ok())
+        .map(|parsed| {
+            Argon2::default()
+                .verify_password(pin.as_bytes(), &parsed)
+                .is_ok()
+        })
         .unwrap_or(false)
 }
 

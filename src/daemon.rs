@@ -53,15 +53,13 @@ impl Daemon {
             .up_since_seconds
             .set(chrono::Utc::now().timestamp() as f64);
         let tls = match (&config.server.tls_cert, &config.server.tls_key) {
-            (Some(cert), Some(key)) => Some(
-                api::serve::tls_acceptor(cert, key).map_err(|m| {
-                    StartError::Config(ConfigError {
-                        file: config.source_label(),
-                        key: "server.tls_cert".into(),
-                        message: m,
-                    })
-                })?,
-            ),
+            (Some(cert), Some(key)) => Some(api::serve::tls_acceptor(cert, key).map_err(|m| {
+                StartError::Config(ConfigError {
+                    file: config.source_label(),
+                    key: "server.tls_cert".into(),
+                    message: m,
+                })
+            })?),
             _ => None,
         };
         // A migration with a snapshot of a large ledger can take a while.
@@ -84,7 +82,11 @@ impl Daemon {
     }
 
     /// Serves on `listener` until `shutdown` resolves, then drains and closes the database.
-    pub async fn run(self, listener: tokio::net::TcpListener, shutdown: impl Future<Output = ()> + Send) {
+    pub async fn run(
+        self,
+        listener: tokio::net::TcpListener,
+        shutdown: impl Future<Output = ()> + Send,
+    ) {
         let addr = listener
             .local_addr()
             .map(|a| a.to_string())
@@ -138,9 +140,9 @@ pub async fn serve(config: Config) -> Result<(), StartError> {
     let daemon = tokio::task::spawn_blocking(move || Daemon::open(config))
         .await
         .map_err(|e| StartError::Other(format!("start-up task failed: {e}")))??;
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .map_err(|e| StartError::Other(format!("cannot listen on {listen} (server.listen): {e}")))?;
+    let listener = tokio::net::TcpListener::bind(listen).await.map_err(|e| {
+        StartError::Other(format!("cannot listen on {listen} (server.listen): {e}"))
+    })?;
     daemon.run(listener, shutdown_signal()).await;
     Ok(())
 }

@@ -51,7 +51,11 @@ impl Metrics {
             commit_seconds.clone(),
         );
         let sales_recorded = Counter::default();
-        registry.register("sales_recorded", "Sales durably recorded (replays excluded)", sales_recorded.clone());
+        registry.register(
+            "sales_recorded",
+            "Sales durably recorded (replays excluded)",
+            sales_recorded.clone(),
+        );
         let card_numbers_refused = Counter::default();
         registry.register(
             "card_numbers_refused",

@@ -114,7 +114,9 @@ impl Decimal {
         let text = self.to_string();
         let too_large = || MoneyError::TooLarge(text.clone());
         let minor: u64 = if self.scale <= places {
-            let factor = 10u64.checked_pow(places - self.scale).ok_or_else(too_large)?;
+            let factor = 10u64
+                .checked_pow(places - self.scale)
+                .ok_or_else(too_large)?;
             self.mantissa.checked_mul(factor).ok_or_else(too_large)?
         } else {
             let divisor = 10u64
@@ -166,13 +168,18 @@ mod tests {
 
     #[test]
     fn sub_cent_amounts_are_refused_rather_than_rounded() {
-        let err = Decimal::parse("0.001").unwrap().to_minor(usd()).unwrap_err();
+        let err = Decimal::parse("0.001")
+            .unwrap()
+            .to_minor(usd())
+            .unwrap_err();
         assert!(matches!(err, MoneyError::TooPrecise { .. }), "{err}");
     }
 
     #[test]
     fn malformed_and_oversized_amounts_are_refused() {
-        for bad in ["", ".5", "5.", "-1", "1e3", "1,000.00", " 5", "5 ", "abc", "1.2.3"] {
+        for bad in [
+            "", ".5", "5.", "-1", "1e3", "1,000.00", " 5", "5 ", "abc", "1.2.3",
+        ] {
             assert!(Decimal::parse(bad).is_err(), "{bad:?} parsed");
         }
         let huge = Decimal::parse("99999999999999999999").unwrap_err();
@@ -194,7 +201,10 @@ mod tests {
     fn unknown_currencies_are_not_found() {
         assert!(Currency::from_code("XYZ").is_none());
         assert!(Currency::from_code("usd").is_none());
-        assert!(Currency::from_code("XAU").is_none(), "gold has no minor unit");
+        assert!(
+            Currency::from_code("XAU").is_none(),
+            "gold has no minor unit"
+        );
     }
 
     #[test]

@@ -26,7 +26,10 @@ pub fn status(status: &str) {
 }
 
 pub fn stopping() {
-    send(&[NotifyState::Stopping, NotifyState::Status("stopping: draining requests")]);
+    send(&[
+        NotifyState::Stopping,
+        NotifyState::Status("stopping: draining requests"),
+    ]);
 }
 
 /// Asks systemd for more start-up time, e.g. before a long migration.
@@ -53,7 +56,9 @@ pub async fn watchdog(writer: Writer) {
         if writer.ping(half).await {
             send(&[NotifyState::Watchdog]);
         } else {
-            tracing::error!("the writer did not answer within {half:?}; withholding the watchdog ping");
+            tracing::error!(
+                "the writer did not answer within {half:?}; withholding the watchdog ping"
+            );
         }
     }
 }

@@ -8,8 +8,8 @@ use super::error::ApiError;
 use super::AppState;
 use crate::credentials;
 use axum::extract::FromRequestParts;
-use axum::http::request::Parts;
 use axum::http::header::AUTHORIZATION;
+use axum::http::request::Parts;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
@@ -58,7 +58,9 @@ pub fn authenticate(parts: &Parts, state: &AppState) -> Result<Caller, ApiError>
         .and_then(|h| h.strip_prefix("Bearer "))
         .map(str::trim)
         .filter(|t| !t.is_empty())
-        .ok_or_else(|| ApiError::unauthorized("the Authorization header must be `Bearer <token>`"))?;
+        .ok_or_else(|| {
+            ApiError::unauthorized("the Authorization header must be `Bearer <token>`")
+        })?;
     let config = &state.config;
     let registers = config.registers.iter().map(|e| e.token_sha256.as_str());
     let admins = config.admins.iter().map(|e| e.token_sha256.as_str());
@@ -81,7 +83,10 @@ pub fn authenticate(parts: &Parts, state: &AppState) -> Result<Caller, ApiError>
 impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
         authenticate(parts, state)
     }
 }
@@ -93,7 +98,10 @@ pub struct HealthAccess;
 impl FromRequestParts<AppState> for HealthAccess {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
         if state.config.server.public_health {
             return Ok(HealthAccess);
         }

@@ -39,25 +39,36 @@ impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
         if declared.is_some_and(|n| n > limit as u64) {
             return Err(too_large());
         }
-        let bytes = axum::body::to_bytes(req.into_body(), limit).await.map_err(|e| {
-            // to_bytes reports the limit as a length-limit error somewhere in its source chain.
-            let mut source: Option<&dyn std::error::Error> = Some(&e);
-            while let Some(s) = source {
-                if s.to_string().contains("length limit") {
-                    return too_large();
+        let bytes = axum::body::to_bytes(req.into_body(), limit)
+            .await
+            .map_err(|e| {
+                // to_bytes reports the limit as a length-limit error somewhere in its source chain.
+                let mut source: Option<&dyn std::error::Error> = Some(&e);
+                while let Some(s) = source {
+                    if s.to_string().contains("length limit") {
+                        return too_large();
+                    }
+                    source = s.source();
                 }
-                source = s.source();
-            }
-            ApiError::new(StatusCode::BAD_REQUEST, "body_unreadable", "the request body could not be read")
-        })?;
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "body_unreadable",
+                    "the request body could not be read",
+                )
+            })?;
         parse(&bytes, state).map(JsonBody)
     }
 }
 
 fn card_refused(state: &AppState, field: Option<&str>) -> ApiError {
     state.metrics.card_numbers_refused.inc();
-    let where_ = field.map(|f| format!("field `{f}`")).unwrap_or_else(|| "the request".into());
-    tracing::warn!(field = field.unwrap_or("(raw body)"), "refused a request holding a card number");
+    let where_ = field
+        .map(|f| format!("field `{f}`"))
+        .unwrap_or_else(|| "the request".into());
+    tracing::warn!(
+        field = field.unwrap_or("(raw body)"),
+        "refused a request holding a card number"
+    );
     ApiError::unprocessable(
         "card_number_refused",
         format!("{where_} holds what looks like a card number; registers must send a payment-method token (pm_…) and last4 only. Nothing was recorded"),
@@ -77,7 +88,12 @@ pub fn parse<T: DeserializeOwned>(bytes: &[u8], state: &AppState) -> Result<T, A
         ApiError::new(
             StatusCode::BAD_REQUEST,
             "malformed_json",
-            format!("the body is not valid JSON: {} at line {} column {}", kind(&e), e.line(), e.column()),
+            format!(
+                "the body is not valid JSON: {} at line {} column {}",
+                kind(&e),
+                e.line(),
+                e.column()
+            ),
         )
     })?;
     if let Some(field) = pan::find_in_json(&value) {
@@ -88,8 +104,15 @@ pub fn parse<T: DeserializeOwned>(bytes: &[u8], state: &AppState) -> Result<T, A
         let inner = e.into_inner().to_string();
         if let Some(rest) = inner.strip_prefix("unknown field `") {
             let field = rest.split('`').next().unwrap_or("");
-            let full = if path == "." { field.to_string() } else { format!("{path}.{field}") };
-            ApiError::unprocessable("unknown_field", format!("unknown field `{full}`; remove it"))
+            let full = if path == "." {
+                field.to_string()
+            } else {
+                format!("{path}.{field}")
+            };
+            ApiError::unprocessable(
+                "unknown_field",
+                format!("unknown field `{full}`; remove it"),
+            )
         } else if path == "." {
             ApiError::unprocessable("invalid_field", inner)
         } else {

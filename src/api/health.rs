@@ -27,7 +27,10 @@ pub async fn healthz(State(state): State<AppState>, _: HealthAccess) -> Response
 }
 
 /// The register banner.
-pub async fn status(State(state): State<AppState>, _caller: Caller) -> Result<Json<serde_json::Value>, ApiError> {
+pub async fn status(
+    State(state): State<AppState>,
+    _caller: Caller,
+) -> Result<Json<serde_json::Value>, ApiError> {
     let pending = state
         .reads
         .read(|conn| outbox::pending_count(conn).map_err(StoreError::from))
@@ -51,7 +54,10 @@ pub async fn status(State(state): State<AppState>, _caller: Caller) -> Result<Js
 
 pub async fn metrics(State(state): State<AppState>, _: HealthAccess) -> Response {
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
         state.metrics.encode(),
     )
         .into_response()
@@ -63,4 +69,47 @@ pub async fn openapi() -> Response {
         include_str!("openapi.json"),
     )
         .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_openapi_document_is_valid_json_and_documents_every_route() {
+        let doc: serde_json::Value =
+            serde_json::from_str(include_str!("openapi.json")).expect("openapi.json is valid JSON");
+        assert_eq!(doc["openapi"], "3.0.3");
+        assert_eq!(doc["info"]["version"], "0.1.0");
+        let paths = doc["paths"].as_object().expect("the document has paths");
+        for (path, method) in [
+            ("/v1/sales", "post"),
+            ("/v1/sales/{id}", "get"),
+            ("/v1/status", "get"),
+            ("/healthz", "get"),
+            ("/metrics", "get"),
+            ("/openapi.json", "get"),
+        ] {
+            let operation = paths
+                .get(path)
+                .and_then(|p| p.get(method))
+                .unwrap_or_else(|| {
+                    panic!(
+                        "openapi.json does not document {} {path}",
+                        method.to_uppercase()
+                    )
+                });
+            assert!(
+                operation["operationId"].is_string(),
+                "{method} {path} has no operationId"
+            );
+            assert!(
+                operation["responses"].is_object(),
+                "{method} {path} has no responses"
+            );
+        }
+        assert_eq!(
+            paths.len(),
+            6,
+            "openapi.json documents a path the router does not serve"
+        );
+    }
 }

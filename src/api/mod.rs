@@ -49,7 +49,11 @@ pub fn router(state: AppState) -> Router {
         .route("/openapi.json", get(health::openapi))
         .fallback(|| async { ApiError::not_found("no such endpoint") })
         .method_not_allowed_fallback(|| async {
-            ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "this endpoint does not take that method")
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "this endpoint does not take that method",
+            )
         })
         .layer(middleware::from_fn_with_state(state.clone(), bound_time))
         .layer(middleware::from_fn_with_state(state.clone(), count))
@@ -65,7 +69,15 @@ pub async fn run(
 ) {
     let grace = state.config.server.shutdown_grace.0;
     let header_timeout = state.config.server.request_timeout.0;
-    serve::serve(listener, tls, router(state), shutdown, grace, header_timeout).await;
+    serve::serve(
+        listener,
+        tls,
+        router(state),
+        shutdown,
+        grace,
+        header_timeout,
+    )
+    .await;
 }
 
 /// Counts every answer by route template and status.
@@ -98,7 +110,10 @@ async fn bound_time(State(state): State<AppState>, req: Request, next: Next) -> 
         Err(_) => ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "timeout",
-            format!("the request did not complete within {}s; retry with the same client id", limit.as_secs()),
+            format!(
+                "the request did not complete within {}s; retry with the same client id",
+                limit.as_secs()
+            ),
         )
         .into_response(),
     }

@@ -6,6 +6,7 @@ use super::error::ApiError;
 use super::AppState;
 use crate::business_day;
 use crate::ledger::{self, request::SaleRequest, validate, Recorded, SaleContext};
+use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -20,7 +21,10 @@ pub async fn create(
     if sale.register_id != register {
         return Err(ApiError::forbidden(
             "register_mismatch",
-            format!("this token belongs to register {register}, not {:?}", sale.register_id),
+            format!(
+                "this token belongs to register {register}, not {:?}",
+                sale.register_id
+            ),
         ));
     }
     validate::validate(&sale, state.config.resolved.currency)?;
@@ -29,8 +33,12 @@ pub async fn create(
     let cfg = &state.config;
     let ctx = SaleContext {
         location_id: cfg.store.location_id.clone(),
-        business_date: business_day::business_date(now, cfg.resolved.timezone, cfg.resolved.day_close)
-            .to_string(),
+        business_date: business_day::business_date(
+            now,
+            cfg.resolved.timezone,
+            cfg.resolved.day_close,
+        )
+        .to_string(),
         created_at: business_day::rfc3339(now),
         sync_priority: cfg
             .conexxus
@@ -55,8 +63,10 @@ pub async fn create(
 pub async fn show(
     State(state): State<AppState>,
     _caller: Caller,
-    Path(id): Path<String>,
+    id: Result<Path<String>, PathRejection>,
 ) -> Result<Json<ledger::Sale>, ApiError> {
+    // axum's own rejection is plain text; every error of ours is the JSON shape.
+    let Path(id) = id.map_err(|_| ApiError::not_found("sale"))?;
     let sale = state
         .reads
         .read(move |conn| ledger::get(conn, &id).map_err(crate::store::StoreError::from))

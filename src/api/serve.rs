@@ -58,7 +58,8 @@ pub async fn serve(
                     watcher.watch(conn).await
                 }
                 Some(acceptor) => {
-                    let handshake = tokio::time::timeout(header_timeout, acceptor.accept(stream)).await;
+                    let handshake =
+                        tokio::time::timeout(header_timeout, acceptor.accept(stream)).await;
                     match handshake {
                         Ok(Ok(tls_stream)) => {
                             let conn = builder.serve_connection(TokioIo::new(tls_stream), service);
@@ -95,9 +96,13 @@ pub fn tls_acceptor(cert: &std::path::Path, key: &std::path::Path) -> Result<Tls
         .and_then(|it| it.collect::<Result<Vec<_>, _>>())
         .map_err(|e| format!("server.tls_cert {}: {e}", cert.display()))?;
     if certs.is_empty() {
-        return Err(format!("server.tls_cert {}: no certificate found", cert.display()));
+        return Err(format!(
+            "server.tls_cert {}: no certificate found",
+            cert.display()
+        ));
     }
-    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| format!("server.tls_key {}: {e}", key.display()))?;
+    let key = PrivateKeyDer::from_pem_file(key)
+        .map_err(|e| format!("server.tls_key {}: {e}", key.display()))?;
     let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
     let config = tokio_rustls::rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()

@@ -8,9 +8,8 @@ pub struct ConfigDuration(pub Duration);
 
 impl ConfigDuration {
     pub fn parse(s: &str) -> Result<ConfigDuration, String> {
-        let bad = || {
-            format!("expected a duration like \"30s\", \"2m\", \"72h\" or \"1h30m\", got {s:?}")
-        };
+        let bad =
+            || format!("expected a duration like \"30s\", \"2m\", \"72h\" or \"1h30m\", got {s:?}");
         if s.is_empty() {
             return Err(bad());
         }
@@ -66,7 +65,17 @@ mod tests {
 
     #[test]
     fn durations_without_a_known_unit_are_refused() {
-        for bad in ["", "30", "s", "30x", "1.5h", "-1s", " 30s", "30s ", "99999999999999999999d"] {
+        for bad in [
+            "",
+            "30",
+            "s",
+            "30x",
+            "1.5h",
+            "-1s",
+            " 30s",
+            "30s ",
+            "99999999999999999999d",
+        ] {
             assert!(ConfigDuration::parse(bad).is_err(), "{bad:?} parsed");
         }
     }

@@ -31,7 +31,7 @@ pub struct ConfigError {
     pub message: String,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub store: StoreConfig,
@@ -345,28 +345,6 @@ impl Default for BackupConfig {
     }
 }
 
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            store: StoreConfig::default(),
-            server: ServerConfig::default(),
-            database: DatabaseConfig::default(),
-            registers: Vec::new(),
-            admins: Vec::new(),
-            managers: Vec::new(),
-            offline_payments: OfflinePaymentsConfig::default(),
-            probe: ProbeConfig::default(),
-            outbox: OutboxConfig::default(),
-            stripe: None,
-            conexxus: None,
-            alerts: AlertsConfig::default(),
-            backup: BackupConfig::default(),
-            source: None,
-            resolved: Resolved::default(),
-        }
-    }
-}
-
 impl Config {
     /// Loads `path` if given (it must exist), else [`DEFAULT_CONFIG_PATH`] if it exists, else
     /// the defaults.
@@ -448,29 +426,35 @@ impl Config {
                 ),
             )
         })?;
-        let day_close = parse_time_of_day(&self.store.day_close)
-            .map_err(|m| err("store.day_close", m))?;
+        let day_close =
+            parse_time_of_day(&self.store.day_close).map_err(|m| err("store.day_close", m))?;
         if self.store.location_id.trim().is_empty() {
             return Err(err("store.location_id", "must not be empty".into()));
         }
 
         if self.server.max_body_bytes < 1024 {
-            return Err(err(
-                "server.max_body_bytes",
-                "must be at least 1024".into(),
-            ));
+            return Err(err("server.max_body_bytes", "must be at least 1024".into()));
         }
         match (&self.server.tls_cert, &self.server.tls_key) {
             (Some(_), None) => {
-                return Err(err("server.tls_key", "tls_cert is set but tls_key is not".into()))
+                return Err(err(
+                    "server.tls_key",
+                    "tls_cert is set but tls_key is not".into(),
+                ))
             }
             (None, Some(_)) => {
-                return Err(err("server.tls_cert", "tls_key is set but tls_cert is not".into()))
+                return Err(err(
+                    "server.tls_cert",
+                    "tls_key is set but tls_cert is not".into(),
+                ))
             }
             _ => {}
         }
         if self.server.request_timeout.0.is_zero() {
-            return Err(err("server.request_timeout", "must be more than zero".into()));
+            return Err(err(
+                "server.request_timeout",
+                "must be more than zero".into(),
+            ));
         }
 
         for (section, entries) in [("registers", &self.registers), ("admins", &self.admins)] {
@@ -501,9 +485,8 @@ impl Config {
         }
         for (i, m) in self.managers.iter().enumerate() {
             check_id(&m.id).map_err(|msg| err(&format!("managers[{i}].id"), msg))?;
-            crate::credentials::check_pin_hash(&m.pin_hash).map_err(|msg| {
-                err(&format!("managers[{i}].pin_hash"), msg)
-            })?;
+            crate::credentials::check_pin_hash(&m.pin_hash)
+                .map_err(|msg| err(&format!("managers[{i}].pin_hash"), msg))?;
         }
 
         let op = &self.offline_payments;
@@ -548,7 +531,10 @@ impl Config {
             return Err(err("outbox.max_concurrent", "must be at least 1".into()));
         }
         for (i, t) in self.probe.internet_targets.iter().enumerate() {
-            if t.rsplit_once(':').and_then(|(_, p)| p.parse::<u16>().ok()).is_none() {
+            if t.rsplit_once(':')
+                .and_then(|(_, p)| p.parse::<u16>().ok())
+                .is_none()
+            {
                 return Err(err(
                     &format!("probe.internet_targets[{i}]"),
                     format!("{t:?} is not host:port"),
@@ -573,7 +559,10 @@ impl Config {
                 }
             }
             if s.rate_limit_per_sec == 0 {
-                return Err(err("stripe.rate_limit_per_sec", "must be at least 1".into()));
+                return Err(err(
+                    "stripe.rate_limit_per_sec",
+                    "must be at least 1".into(),
+                ));
             }
         }
         if let Some(c) = &self.conexxus {
@@ -700,8 +689,8 @@ mod tests {
 
     #[test]
     fn a_bad_amount_or_duration_names_its_key() {
-        let e = Config::parse_str("[offline_payments]\nmax_daily_total = \"5k\"\n", "f")
-            .unwrap_err();
+        let e =
+            Config::parse_str("[offline_payments]\nmax_daily_total = \"5k\"\n", "f").unwrap_err();
         assert_eq!(e.key, "offline_payments.max_daily_total", "{e}");
         let e = Config::parse_str("[probe]\ninterval = \"30\"\n", "f").unwrap_err();
         assert_eq!(e.key, "probe.interval", "{e}");
@@ -726,7 +715,10 @@ mod tests {
             "[[registers]]\nid = \"R1\"\ntoken_sha256 = \"abc\"\n",
             "registers[0].token_sha256",
         );
-        bad("[stripe]\napi_base = \"http://stripe.example\"\n", "stripe.api_base");
+        bad(
+            "[stripe]\napi_base = \"http://stripe.example\"\n",
+            "stripe.api_base",
+        );
         bad("[conexxus]\ntransport = \"http\"\n", "conexxus.url");
         bad("[server]\ntls_cert = \"/x\"\n", "server.tls_key");
     }

@@ -71,7 +71,11 @@ pub fn request_fingerprint(sale: &SaleRequest) -> String {
 }
 
 /// Records a validated sale, or returns the original receipt for a replay.
-pub fn record(tx: &Transaction<'_>, sale: &SaleRequest, ctx: &SaleContext) -> Result<Recorded, LedgerError> {
+pub fn record(
+    tx: &Transaction<'_>,
+    sale: &SaleRequest,
+    ctx: &SaleContext,
+) -> Result<Recorded, LedgerError> {
     let fingerprint = request_fingerprint(sale);
     let existing = tx
         .prepare_cached(
@@ -79,7 +83,12 @@ pub fn record(tx: &Transaction<'_>, sale: &SaleRequest, ctx: &SaleContext) -> Re
              WHERE register_id = ?1 AND client_txn_id = ?2",
         )?
         .query_row(params![sale.register_id, sale.client_txn_id], |r| {
-            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, String>(3)?))
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, String>(3)?,
+            ))
         })
         .optional()?;
     if let Some((id, sha, business_date, status)) = existing {
@@ -124,8 +133,15 @@ pub fn record(tx: &Transaction<'_>, sale: &SaleRequest, ctx: &SaleContext) -> Re
         )?;
         for (no, l) in sale.lines.iter().enumerate() {
             line_stmt.execute(params![
-                id, no as i64, l.sku, l.description, l.quantity.0, l.unit_price, l.amount,
-                l.merchandise_code, l.tax_code
+                id,
+                no as i64,
+                l.sku,
+                l.description,
+                l.quantity.0,
+                l.unit_price,
+                l.amount,
+                l.merchandise_code,
+                l.tax_code
             ])?;
         }
         let mut tax_stmt = tx.prepare_cached(

@@ -67,7 +67,10 @@ impl Quantity {
         }
         let whole: i64 = int.parse().ok()?;
         let frac_milli: i64 = format!("{frac:0<3}").parse().ok()?;
-        whole.checked_mul(1000)?.checked_add(frac_milli).map(Quantity)
+        whole
+            .checked_mul(1000)?
+            .checked_add(frac_milli)
+            .map(Quantity)
     }
 
     /// The decimal text, without trailing zeros: 2000 → "2", 10532 → "10.532".

@@ -105,13 +105,17 @@ pub fn validate(sale: &SaleRequest, store_currency: Currency) -> Result<(), Rule
     let mut lines_sum: i64 = 0;
     for (i, line) in sale.lines.iter().enumerate() {
         check_text(&format!("lines[{i}].sku"), &line.sku, 64)?;
-        if line.description.chars().count() > 200 || line.description.chars().any(char::is_control) {
+        if line.description.chars().count() > 200 || line.description.chars().any(char::is_control)
+        {
             return Err(rule(
                 "invalid_field",
                 format!("lines[{i}].description must be at most 200 printable characters"),
             ));
         }
-        for (name, code) in [("merchandise_code", &line.merchandise_code), ("tax_code", &line.tax_code)] {
+        for (name, code) in [
+            ("merchandise_code", &line.merchandise_code),
+            ("tax_code", &line.tax_code),
+        ] {
             if let Some(c) = code {
                 check_text(&format!("lines[{i}].{name}"), c, 32)?;
             }
@@ -220,8 +224,16 @@ mod tests {
                 amount: 32,
             }],
             tenders: vec![
-                TenderRequest { method: "cash".into(), amount: 500, payment_id: None },
-                TenderRequest { method: "cash".into(), amount: -70, payment_id: None },
+                TenderRequest {
+                    method: "cash".into(),
+                    amount: 500,
+                    payment_id: None,
+                },
+                TenderRequest {
+                    method: "cash".into(),
+                    amount: -70,
+                    payment_id: None,
+                },
             ],
             total: 430,
         }
@@ -272,14 +284,22 @@ mod tests {
         s.client_txn_id = " ".into();
         assert_eq!(code(s), "invalid_field");
         let mut s = sale();
-        s.tenders = vec![TenderRequest { method: "card".into(), amount: -430, payment_id: None }];
+        s.tenders = vec![TenderRequest {
+            method: "card".into(),
+            amount: -430,
+            payment_id: None,
+        }];
         assert_eq!(code(s), "invalid_tender_amount");
     }
 
     #[test]
     fn sums_of_the_largest_allowed_amounts_do_not_overflow() {
         let mut s = sale();
-        let line = LineRequest { amount: MAX_ABS_AMOUNT, unit_price: MAX_ABS_AMOUNT, ..s.lines[0].clone() };
+        let line = LineRequest {
+            amount: MAX_ABS_AMOUNT,
+            unit_price: MAX_ABS_AMOUNT,
+            ..s.lines[0].clone()
+        };
         s.lines = vec![line; MAX_LINES];
         s.taxes.clear();
         s.total = MAX_ABS_AMOUNT;

@@ -59,12 +59,20 @@ pub fn database_version(conn: &Connection) -> Result<i64, StoreError> {
 }
 
 /// Brings the schema up to [`binary_version`], or refuses with a clear error.
-pub fn run(conn: &mut Connection, db_path: &Path, snapshot_dir: &Path) -> Result<Outcome, StoreError> {
+pub fn run(
+    conn: &mut Connection,
+    db_path: &Path,
+    snapshot_dir: &Path,
+) -> Result<Outcome, StoreError> {
     let path = db_path.display().to_string();
     let binary = binary_version();
     let from = database_version(conn)?;
     if from > binary {
-        return Err(StoreError::NewerSchema { path, db: from, binary });
+        return Err(StoreError::NewerSchema {
+            path,
+            db: from,
+            binary,
+        });
     }
     if from == 0 {
         let foreign: i64 = conn.query_row(
@@ -80,7 +88,11 @@ pub fn run(conn: &mut Connection, db_path: &Path, snapshot_dir: &Path) -> Result
         }
     }
     if from == binary {
-        return Ok(Outcome { from, to: binary, snapshot: None });
+        return Ok(Outcome {
+            from,
+            to: binary,
+            snapshot: None,
+        });
     }
     let snapshot = if from > 0 {
         Some(snapshot(conn, db_path, snapshot_dir, from, binary)?)
@@ -90,13 +102,27 @@ pub fn run(conn: &mut Connection, db_path: &Path, snapshot_dir: &Path) -> Result
     migrations::runner()
         .set_grouped(true)
         .run(&mut Immediate(conn))
-        .map_err(|e| StoreError::Sqlite(format!("migration to v{binary} failed, nothing applied: {e}")))?;
+        .map_err(|e| {
+            StoreError::Sqlite(format!(
+                "migration to v{binary} failed, nothing applied: {e}"
+            ))
+        })?;
     tracing::info!(from, to = binary, snapshot = ?snapshot, "database schema migrated");
-    Ok(Outcome { from, to: binary, snapshot })
+    Ok(Outcome {
+        from,
+        to: binary,
+        snapshot,
+    })
 }
 
 /// A consistent copy of the database taken before a migration, kept in `dir`.
-fn snapshot(conn: &Connection, db_path: &Path, dir: &Path, from: i64, to: i64) -> Result<PathBuf, StoreError> {
+fn snapshot(
+    conn: &Connection,
+    db_path: &Path,
+    dir: &Path,
+    from: i64,
+    to: i64,
+) -> Result<PathBuf, StoreError> {
     std::fs::create_dir_all(dir)
         .map_err(|e| StoreError::Io(format!("cannot create {}: {e}", dir.display())))?;
     let stem = db_path
@@ -105,9 +131,9 @@ fn snapshot(conn: &Connection, db_path: &Path, dir: &Path, from: i64, to: i64) -
         .unwrap_or_else(|| "posedge".into());
     let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%SZ");
     let target = dir.join(format!("{stem}-pre-migration-v{from}-to-v{to}-{stamp}.db"));
-    let target_str = target
-        .to_str()
-        .ok_or_else(|| StoreError::Io(format!("snapshot path {} is not UTF-8", target.display())))?;
+    let target_str = target.to_str().ok_or_else(|| {
+        StoreError::Io(format!("snapshot path {} is not UTF-8", target.display()))
+    })?;
     conn.execute("VACUUM INTO ?1", [target_str])?;
     tracing::info!(snapshot = %target.display(), "snapshot taken before migration");
     Ok(target)
@@ -120,8 +146,13 @@ struct Immediate<'a>(&'a mut Connection);
 impl Transaction for Immediate<'_> {
     type Error = rusqlite::Error;
 
-    fn execute<'a, T: Iterator<Item = &'a str>>(&mut self, queries: T) -> Result<usize, Self::Error> {
-        let tx = self.0.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    fn execute<'a, T: Iterator<Item = &'a str>>(
+        &mut self,
+        queries: T,
+    ) -> Result<usize, Self::Error> {
+        let tx = self
+            .0
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
         let mut count = 0;
         for query in queries {
             tx.execute_batch(query)?;

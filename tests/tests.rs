@@ -1,0 +1,12 @@
+//! Integration tests, compiled as one crate. Each module is one area; helpers in `util`.
+//! Everything runs against real parts: a real SQLite file in a temp dir, the real HTTP
+//! server on 127.0.0.1:0 (in-process `Daemon::run`) or the real `posedge` binary.
+
+mod util;
+
+mod config_errors;
+mod crash;
+mod lifecycle;
+mod sales_api;
+mod schema;
+mod security;

@@ -1,0 +1,313 @@
+//! Shared test helpers: daemons (in-process and as the real binary), configs, sale bodies.
+
+#![allow(dead_code)]
+
+use posedge::config::Config;
+use posedge::daemon::Daemon;
+use serde_json::{json, Value};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use tempfile::TempDir;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+pub const R1_TOKEN: &str = "r1-secret-token";
+pub const R2_TOKEN: &str = "r2-secret-token";
+pub const ADMIN_TOKEN: &str = "admin-secret-token";
+
+/// A config with registers R1, R2 and admin `tech`, the database in `dir`, on `listen`.
+/// `server_extra` lines go into `[server]`; `extra` is appended after the tables.
+pub fn config_toml(dir: &Path, listen: &str, server_extra: &str, extra: &str) -> String {
+    format!(
+        r#"
+[store]
+timezone = "UTC"
+location_id = "loc-test"
+
+[server]
+listen = "{listen}"
+max_body_bytes = 65536
+{server_extra}
+
+[database]
+path = "{db}"
+
+[[registers]]
+id = "R1"
+token_sha256 = "{r1}"
+
+[[registers]]
+id = "R2"
+token_sha256 = "{r2}"
+
+[[admins]]
+id = "tech"
+token_sha256 = "{admin}"
+{extra}
+"#,
+        db = dir.join("posedge.db").display(),
+        r1 = posedge::credentials::hash_token(R1_TOKEN),
+        r2 = posedge::credentials::hash_token(R2_TOKEN),
+        admin = posedge::credentials::hash_token(ADMIN_TOKEN),
+    )
+}
+
+/// A valid cash sale of 4.30 with 0.70 change for register `register`.
+pub fn sale(register: &str, txn: &str) -> Value {
+    json!({
+        "client_txn_id": txn,
+        "register_id": register,
+        "cashier_id": "E7",
+        "currency": "USD",
+        "lines": [{"sku": "049000050103", "description": "Cola 20oz", "quantity": 2,
+                   "unit_price": 199, "amount": 398, "merchandise_code": "101", "tax_code": "1"}],
+        "taxes": [{"tax_code": "1", "taxable_amount": 398, "amount": 32}],
+        "tenders": [{"method": "cash", "amount": 500}, {"method": "cash", "amount": -70}],
+        "total": 430
+    })
+}
+
+/// The daemon running in this process on 127.0.0.1:0.
+pub struct TestDaemon {
+    pub addr: SocketAddr,
+    pub dir: TempDir,
+    pub client: reqwest::Client,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl TestDaemon {
+    pub async fn start() -> TestDaemon {
+        TestDaemon::start_with("").await
+    }
+
+    pub async fn start_with(extra_toml: &str) -> TestDaemon {
+        let dir = tempfile::tempdir().unwrap();
+        TestDaemon::launch(dir, "", extra_toml).await
+    }
+
+    pub async fn start_with_server_extra(server_extra: &str) -> TestDaemon {
+        let dir = tempfile::tempdir().unwrap();
+        TestDaemon::launch(dir, server_extra, "").await
+    }
+
+    pub async fn start_in_with_server_extra(dir: TempDir, server_extra: &str) -> TestDaemon {
+        TestDaemon::launch(dir, server_extra, "").await
+    }
+
+    /// Starts on an existing directory (to restart over the same database).
+    pub async fn start_in(dir: TempDir, extra_toml: &str) -> TestDaemon {
+        TestDaemon::launch(dir, "", extra_toml).await
+    }
+
+    pub async fn launch(dir: TempDir, server_extra: &str, extra_toml: &str) -> TestDaemon {
+        let toml = config_toml(dir.path(), "127.0.0.1:0", server_extra, extra_toml);
+        let config = Config::parse_str(&toml, "test.toml")
+            .unwrap()
+            .validated()
+            .unwrap();
+        let daemon = tokio::task::spawn_blocking(move || Daemon::open(config))
+            .await
+            .unwrap()
+            .expect("daemon opens");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(daemon.run(listener, async {
+            let _ = stopped.await;
+        }));
+        TestDaemon {
+            addr,
+            dir,
+            client: reqwest::Client::new(),
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub fn db_path(&self) -> PathBuf {
+        self.dir.path().join("posedge.db")
+    }
+
+    pub async fn post(&self, path: &str, token: &str, body: &Value) -> (u16, Value) {
+        let r = self
+            .client
+            .post(self.url(path))
+            .bearer_auth(token)
+            .json(body)
+            .send()
+            .await
+            .unwrap();
+        split(r).await
+    }
+
+    pub async fn post_raw(
+        &self,
+        path: &str,
+        token: &str,
+        body: impl Into<reqwest::Body>,
+    ) -> (u16, Value) {
+        let r = self
+            .client
+            .post(self.url(path))
+            .bearer_auth(token)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        split(r).await
+    }
+
+    pub async fn get(&self, path: &str, token: &str) -> (u16, Value) {
+        let r = self
+            .client
+            .get(self.url(path))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        split(r).await
+    }
+
+    /// Graceful stop (as on SIGTERM); returns the directory for a restart.
+    pub async fn stop(mut self) -> TempDir {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.task.take() {
+            t.await.unwrap();
+        }
+        let TestDaemon { dir, .. } = self;
+        dir
+    }
+}
+
+pub async fn split(r: reqwest::Response) -> (u16, Value) {
+    let status = r.status().as_u16();
+    let text = r.text().await.unwrap();
+    let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+    (status, body)
+}
+
+pub fn error_code(body: &Value) -> &str {
+    body["error"]["code"].as_str().unwrap_or("<no error code>")
+}
+
+/// Counts rows in a table of the database file, opened read-only beside the daemon.
+pub fn count(db: &Path, sql: &str) -> i64 {
+    let conn =
+        rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .unwrap();
+    conn.query_row(sql, [], |r| r.get(0)).unwrap()
+}
+
+/// The real `posedge` binary, started with a config file in `dir`.
+pub struct BinaryDaemon {
+    pub child: Child,
+    pub addr: SocketAddr,
+    pub log: PathBuf,
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub fn posedge_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_posedge")
+}
+
+impl BinaryDaemon {
+    /// Writes `dir/config.toml` (fresh port) and starts `posedge serve`, waiting for /healthz.
+    pub fn start(dir: &Path, extra_toml: &str) -> BinaryDaemon {
+        let port = free_port();
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let config = dir.join("config.toml");
+        std::fs::write(&config, config_toml(dir, &addr.to_string(), "", extra_toml)).unwrap();
+        let log = dir.join(format!("daemon-{port}.log"));
+        let child = Command::new(posedge_bin())
+            .args(["serve", "--config"])
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let mut d = BinaryDaemon { child, addr, log };
+        d.wait_healthy(Duration::from_secs(20));
+        d
+    }
+
+    fn wait_healthy(&mut self, within: Duration) {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!(
+                    "posedge exited with {status}: {}",
+                    std::fs::read_to_string(&self.log).unwrap_or_default()
+                );
+            }
+            if http_get_status(self.addr, "/healthz") == Some(200) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("posedge not healthy within {within:?}");
+    }
+
+    pub fn kill9(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM and wait; returns the exit code.
+    pub fn terminate(mut self) -> Option<i32> {
+        unsafe_sigterm(self.child.id());
+        self.child.wait().ok().and_then(|s| s.code())
+    }
+}
+
+fn unsafe_sigterm(pid: u32) {
+    let _ = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status();
+}
+
+/// A minimal blocking HTTP GET for readiness polling (no runtime needed).
+pub fn http_get_status(addr: SocketAddr, path: &str) -> Option<u16> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).ok()?;
+    buf.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Sends a raw HTTP/1.1 request (for what a client library will not send: chunked bodies,
+/// broken framing) and returns the status code.
+pub async fn raw_request(addr: SocketAddr, request: &[u8]) -> Option<u16> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
+    s.write_all(request).await.ok()?;
+    let mut buf = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut buf)).await;
+    String::from_utf8_lossy(&buf)
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
