@@ -733,3 +733,62 @@ mod tests {
         assert!(check_upstream_url("ftp://x").is_err());
     }
 }
+
+#[cfg(test)]
+mod example_tests {
+    use super::*;
+
+    const EXAMPLE: &str = include_str!("../../config.toml.example");
+
+    #[test]
+    fn the_shipped_example_is_a_valid_config() {
+        let c = Config::parse_str(EXAMPLE, "config.toml.example")
+            .and_then(Config::validated)
+            .unwrap();
+        assert_eq!(c.resolved.database_path, PathBuf::from("/var/lib/posedge/posedge.db"));
+    }
+
+    #[test]
+    fn the_example_documents_every_key() {
+        // Commented-out keys count: they document placeholders (tokens, URLs).
+        let keys = [
+            "location_id", "timezone", "currency", "day_close", "listen", "public_health",
+            "max_body_bytes", "request_timeout", "shutdown_grace", "tls_cert", "tls_key", "path",
+            "[[registers]]", "[[admins]]", "[[managers]]", "token_sha256", "pin_hash", "enabled",
+            "allowed_methods", "max_transaction_amount", "max_daily_total",
+            "max_outstanding_total", "require_manager_approval", "approval_required_over",
+            "offline_window", "interval", "timeout", "offline_interval", "internet_targets",
+            "max_concurrent", "process_interval", "max_retries", "retention_days",
+            "backoff_base", "backoff_max", "[stripe]", "api_base", "secret_key_file",
+            "online_timeout", "rate_limit_per_sec", "[conexxus]", "transport", "url",
+            "directory", "auto_eod_sync", "eod_sync_time", "sync_priority", "queue_depth",
+            "offline_for", "dead_rows", "oldest_pending", "keep",
+        ];
+        for key in keys {
+            assert!(EXAMPLE.contains(key), "config.toml.example does not mention {key}");
+        }
+    }
+
+    #[test]
+    fn the_example_with_every_section_uncommented_is_valid_too() {
+        let uncommented: String = EXAMPLE
+            .lines()
+            .map(|l| match l.strip_prefix("# ") {
+                Some(rest) if rest.starts_with('[') || rest.contains(" = ") => rest,
+                _ => l,
+            })
+            .filter(|l| !l.starts_with("#   ") && !l.trim_start().starts_with("#  "))
+            .collect::<Vec<_>>()
+            .join("\n");
+        // Placeholders that must be replaced by real values on a real box.
+        let pin = crate::credentials::hash_pin("2468").unwrap();
+        let text = uncommented
+            .replace("$argon2id$v=19$m=19456,t=2,p=1$…", &pin)
+            .replace("# or secret_key = \"sk_…\", or env", "");
+        let c = Config::parse_str(&text, "uncommented")
+            .and_then(Config::validated)
+            .unwrap_or_else(|e| panic!("{e}\n{text}"));
+        assert_eq!(c.registers.len(), 1);
+        assert!(c.stripe.is_some() && c.conexxus.is_some());
+    }
+}
