@@ -1,4 +1,4 @@
--- posedge schema v1: the sales ledger and the outbox.
+-- posedge schema v1: the sales ledger, the outbox, settings and the audit trail.
 -- The ledger is append-only: corrections are new rows, never UPDATE/DELETE of a sale.
 -- Money columns are INTEGER minor units of the row's currency.
 
@@ -70,4 +70,36 @@ CREATE TABLE outbox (
     last_error       TEXT
 ) STRICT;
 
-CREATE INDEX outbox_due ON outbox (upstream, state, priority DESC, due_ms, id);
+-- Claim order: priority (higher first), then age. due_ms is in the index so rows still
+-- backing off are skipped without touching the table.
+CREATE INDEX outbox_claim ON outbox (upstream, state, priority DESC, id, due_ms);
+-- Queue statistics by kind (covering) and the oldest waiting row, without table scans.
+CREATE INDEX outbox_by_state ON outbox (state, kind, attempts);
+CREATE INDEX outbox_oldest ON outbox (state, id);
+-- The next due time of rows backing off, without scanning the backlog.
+CREATE INDEX outbox_next_due ON outbox (upstream, state, due_ms);
+
+-- Small durable settings: forced network modes, the dispatcher clock.
+CREATE TABLE settings (
+    key    TEXT PRIMARY KEY,
+    value  TEXT NOT NULL
+) STRICT;
+
+-- Append-only, hash-chained audit trail (invariant 10). hash = SHA-256 over prev_hash and
+-- every other column; `posedge audit verify` recomputes the chain.
+CREATE TABLE audit (
+    id         INTEGER PRIMARY KEY,
+    at         TEXT NOT NULL,       -- RFC 3339 UTC
+    kind       TEXT NOT NULL,
+    actor      TEXT NOT NULL,       -- register, manager, admin id, or "posedge"
+    subject    TEXT,                -- payment id, outbox id, upstream …
+    network    TEXT NOT NULL,       -- the network status at that moment (JSON)
+    details    TEXT NOT NULL,       -- JSON
+    prev_hash  TEXT NOT NULL,
+    hash       TEXT NOT NULL UNIQUE
+) STRICT;
+
+CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit
+BEGIN SELECT RAISE(ABORT, 'the audit trail is append-only'); END;
+CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit
+BEGIN SELECT RAISE(ABORT, 'the audit trail is append-only'); END;

@@ -5,14 +5,24 @@
 //! Shutdown order: stop accepting, drain in-flight requests, commit the writer's queue,
 //! checkpoint the WAL, exit 0.
 
+use crate::alerts::Alerts;
 use crate::api::{self, AppState};
 use crate::config::{Config, ConfigError};
 use crate::metrics::Metrics;
+use crate::outbox::backoff::Backoff;
+use crate::outbox::dispatcher::{self, Dispatcher, LaneLimits};
+use crate::outbox::kind::Kind;
+use crate::outbox::{queue, Upstream};
+use crate::probe::{Link, Probe};
 use crate::store::{OpenOptions, Store, StoreError};
-use crate::systemd;
+use crate::upstream::conexxus::SaleJournal;
+use crate::upstream::http::HttpClient;
+use crate::{settings, systemd};
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::watch;
 
 /// Why the daemon could not start; each maps to its own exit code.
 #[derive(Debug, thiserror::Error)]
@@ -71,12 +81,71 @@ impl Daemon {
             readers: 4,
             on_commit: Arc::new(move |n, took| observer_metrics.observe_commit(n, took)),
         })?;
+        let recovered = recover(&config)?;
+        let http = HttpClient::new();
+        let probe = Probe::new(
+            &config,
+            &recovered.forced,
+            http.clone(),
+            store.writer.clone(),
+            metrics.clone(),
+        );
+        let kinds: Vec<Arc<dyn Kind>> = vec![Arc::new(SaleJournal::new(
+            &config,
+            store.reads.clone(),
+            http.clone(),
+        ))];
+        let max_concurrent = config.outbox.max_concurrent as usize;
+        let mut limits = HashMap::new();
+        limits.insert(
+            Upstream::Stripe,
+            LaneLimits {
+                max_concurrent,
+                rate_per_sec: config.stripe.as_ref().map(|s| s.rate_limit_per_sec),
+            },
+        );
+        limits.insert(
+            Upstream::Conexxus,
+            LaneLimits {
+                max_concurrent,
+                rate_per_sec: config
+                    .conexxus
+                    .as_ref()
+                    .map(|c| c.rate_limit_per_sec)
+                    .filter(|r| *r > 0),
+            },
+        );
+        limits.insert(
+            Upstream::Backup,
+            LaneLimits {
+                max_concurrent: 1,
+                rate_per_sec: None,
+            },
+        );
+        let dispatcher = Dispatcher::new(dispatcher::Parts {
+            kinds,
+            limits,
+            writer: store.writer.clone(),
+            reads: store.reads.clone(),
+            probe: probe.clone(),
+            metrics: metrics.clone(),
+            clock_ms: recovered.clock_ms,
+            backoff: Backoff {
+                base: config.outbox.backoff_base.0,
+                max: config.outbox.backoff_max.0,
+            },
+            process_interval: config.outbox.process_interval.0,
+        });
+        let alerts = Arc::new(Alerts::new(config.alerts.clone(), metrics.clone()));
         let state = AppState {
             config: Arc::new(config),
             writer: store.writer.clone(),
             reads: store.reads.clone(),
             metrics,
             started_at: chrono::Utc::now(),
+            probe,
+            dispatcher,
+            alerts,
         };
         Ok(Daemon { state, store, tls })
     }
@@ -105,15 +174,107 @@ impl Daemon {
             tracing::warn!("no [[registers]] configured: every register call will be answered 401");
         }
         systemd::ready(&format!("ready: listening on {addr}"));
-        let watchdog = tokio::spawn(systemd::watchdog(self.state.writer.clone()));
+        let state = self.state.clone();
+        let mut background = vec![tokio::spawn(systemd::watchdog(state.writer.clone()))];
+        background.extend(state.probe.spawn());
+        background.push(tokio::spawn(housekeeping(state.clone())));
+        background.push(tokio::spawn(evaluate_alerts(state.clone())));
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let lanes = state
+            .dispatcher
+            .spawn(stop_rx.clone(), cfg.server.shutdown_grace.0);
 
-        api::run(listener, self.tls, self.state.clone(), shutdown).await;
+        let mut stopped = stop_rx.clone();
+        let serve = api::run(listener, self.tls, state.clone(), async move {
+            let _ = stopped.wait_for(|s| *s).await;
+        });
+        let trigger = async move {
+            shutdown.await;
+            systemd::stopping();
+            let _ = stop_tx.send(true);
+        };
+        tokio::join!(serve, trigger);
 
-        systemd::stopping();
+        for lane in lanes {
+            let _ = lane.await;
+        }
+        for task in background {
+            task.abort();
+        }
         tracing::info!("draining the writer and checkpointing the WAL");
         self.store.close().await;
-        watchdog.abort();
         tracing::info!("posedge stopped");
+    }
+}
+
+/// What a previous run left that this one must pick up before serving.
+struct Recovered {
+    forced: Vec<Link>,
+    clock_ms: i64,
+}
+
+/// Leased outbox rows of a previous process go back to pending (same keys); the forced
+/// network modes and the dispatcher clock are read back.
+fn recover(config: &Config) -> Result<Recovered, StoreError> {
+    let mut conn = crate::store::open_rw(&config.resolved.database_path)?;
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let reset = queue::reset_leases(&tx)?;
+    let forced = settings::get(&tx, crate::probe::FORCED_KEY)?
+        .and_then(|v| serde_json::from_str::<Vec<String>>(&v).ok())
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|s| Link::parse(s))
+        .collect::<Vec<_>>();
+    let clock_ms = settings::get(&tx, dispatcher::CLOCK_KEY)?
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    tx.commit()?;
+    if reset > 0 {
+        tracing::warn!(
+            rows = reset,
+            "outbox rows in flight at the last stop go out again with their original keys"
+        );
+    }
+    if !forced.is_empty() {
+        tracing::warn!(links = ?forced, "forced offline since before the restart; `posedge network auto` undoes it");
+    }
+    Ok(Recovered { forced, clock_ms })
+}
+
+/// Every `process_interval`: expired leases back, old delivered rows pruned, lanes woken.
+async fn housekeeping(state: AppState) {
+    let mut tick = tokio::time::interval(state.config.outbox.process_interval.0);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        tick.tick().await;
+        state
+            .dispatcher
+            .sweep(state.config.outbox.retention_days)
+            .await;
+    }
+}
+
+/// Every few seconds: queue statistics into metrics and alerts.
+async fn evaluate_alerts(state: AppState) {
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        tick.tick().await;
+        let stats = state
+            .reads
+            .read(|c| queue::stats(c).map_err(StoreError::from))
+            .await;
+        match stats {
+            Ok(stats) => {
+                let probe = state.probe.clone();
+                state
+                    .alerts
+                    .evaluate(&stats, &state.probe.snapshot(), &move |l| {
+                        probe.offline_for(l)
+                    });
+            }
+            Err(e) => tracing::error!(error = %e, "cannot read outbox statistics"),
+        }
     }
 }
 

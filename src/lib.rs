@@ -24,7 +24,9 @@
 //! The invariants the whole crate keeps are in `../shared/DESIGN.md`; each module's header
 //! states the ones it is responsible for.
 
+pub mod alerts;
 pub mod api;
+pub mod audit;
 pub mod business_day;
 pub mod cli;
 pub mod config;
@@ -34,7 +36,11 @@ pub mod ledger;
 pub mod logging;
 pub mod metrics;
 pub mod money;
+pub mod naxml;
 pub mod outbox;
 pub mod pan;
+pub mod probe;
+pub mod settings;
 pub mod store;
 pub mod systemd;
+pub mod upstream;

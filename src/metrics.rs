@@ -13,6 +13,34 @@ use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct UpstreamLabels {
+    pub upstream: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TransitionLabels {
+    pub upstream: String,
+    pub to: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AttemptLabels {
+    pub kind: String,
+    pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DepthLabels {
+    pub kind: String,
+    pub state: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AlertLabels {
+    pub alert: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
     pub method: String,
     pub route: String,
@@ -27,6 +55,13 @@ pub struct Metrics {
     pub sales_recorded: Counter,
     pub card_numbers_refused: Counter,
     pub up_since_seconds: Gauge<f64, AtomicU64>,
+    pub upstream_up: Family<UpstreamLabels, Gauge<f64, AtomicU64>>,
+    pub upstream_transitions: Family<TransitionLabels, Counter>,
+    pub upstream_offline_seconds: Family<UpstreamLabels, Counter<f64, AtomicU64>>,
+    pub outbox_attempts: Family<AttemptLabels, Counter>,
+    pub outbox_depth: Family<DepthLabels, Gauge>,
+    pub outbox_oldest_pending_seconds: Gauge,
+    pub alert_active: Family<AlertLabels, Gauge>,
 }
 
 impl Metrics {
@@ -68,8 +103,57 @@ impl Metrics {
             "Unix time the daemon started",
             up_since_seconds.clone(),
         );
+        let upstream_up = Family::<UpstreamLabels, Gauge<f64, AtomicU64>>::default();
+        registry.register(
+            "upstream_up",
+            "Upstream reachability: 1 online, 0.5 degraded, 0 offline (forced offline included)",
+            upstream_up.clone(),
+        );
+        let upstream_transitions = Family::<TransitionLabels, Counter>::default();
+        registry.register(
+            "upstream_transitions",
+            "Changes of an upstream's status, by the status it changed to",
+            upstream_transitions.clone(),
+        );
+        let upstream_offline_seconds = Family::<UpstreamLabels, Counter<f64, AtomicU64>>::default();
+        registry.register(
+            "upstream_offline_seconds",
+            "Time upstreams spent offline, counted when each offline period ends",
+            upstream_offline_seconds.clone(),
+        );
+        let outbox_attempts = Family::<AttemptLabels, Counter>::default();
+        registry.register(
+            "outbox_attempts",
+            "Outbox send attempts by kind and outcome (delivered, retry, permanent, dead)",
+            outbox_attempts.clone(),
+        );
+        let outbox_depth = Family::<DepthLabels, Gauge>::default();
+        registry.register(
+            "outbox_depth",
+            "Outbox rows by kind and state (pending, in_flight, retrying, dead)",
+            outbox_depth.clone(),
+        );
+        let outbox_oldest_pending_seconds = Gauge::default();
+        registry.register(
+            "outbox_oldest_pending_seconds",
+            "Age of the oldest row not yet delivered",
+            outbox_oldest_pending_seconds.clone(),
+        );
+        let alert_active = Family::<AlertLabels, Gauge>::default();
+        registry.register(
+            "alert_active",
+            "1 while an alert is raised",
+            alert_active.clone(),
+        );
         Metrics {
             registry,
+            outbox_attempts,
+            outbox_depth,
+            outbox_oldest_pending_seconds,
+            alert_active,
+            upstream_up,
+            upstream_transitions,
+            upstream_offline_seconds,
             requests,
             commit_batch_size,
             commit_seconds,
@@ -82,6 +166,45 @@ impl Metrics {
     pub fn observe_commit(&self, batch: usize, took: Duration) {
         self.commit_batch_size.observe(batch as f64);
         self.commit_seconds.observe(took.as_secs_f64());
+    }
+
+    pub fn link_status(&self, upstream: &str, status: &str) {
+        let value = match status {
+            "online" => 1.0,
+            "degraded" => 0.5,
+            _ => 0.0,
+        };
+        self.upstream_up
+            .get_or_create(&UpstreamLabels {
+                upstream: upstream.into(),
+            })
+            .set(value);
+    }
+
+    pub fn link_transition(&self, upstream: &str, to: &str) {
+        self.upstream_transitions
+            .get_or_create(&TransitionLabels {
+                upstream: upstream.into(),
+                to: to.into(),
+            })
+            .inc();
+    }
+
+    pub fn offline_seconds(&self, upstream: &str, secs: f64) {
+        self.upstream_offline_seconds
+            .get_or_create(&UpstreamLabels {
+                upstream: upstream.into(),
+            })
+            .inc_by(secs);
+    }
+
+    pub fn outbox_attempt(&self, kind: &str, outcome: &str) {
+        self.outbox_attempts
+            .get_or_create(&AttemptLabels {
+                kind: kind.into(),
+                outcome: outcome.into(),
+            })
+            .inc();
     }
 
     /// The registry in Prometheus text format.

@@ -37,10 +37,10 @@ pub async fn status(
         .await?;
     let cfg = &state.config;
     let offline = &cfg.resolved.offline;
+    let net = state.probe.snapshot();
     Ok(Json(json!({
-        // The connectivity probe does not exist yet: say so rather than pretend online.
-        "mode": "unconfigured",
-        "since": crate::business_day::rfc3339(state.started_at),
+        "mode": net.mode,
+        "since": net.since,
         "offline_payments": {
             "enabled": cfg.offline_payments.enabled,
             // No offline approvals can exist before the payments capability; the whole
@@ -49,6 +49,7 @@ pub async fn status(
             "approval_required_over": offline.approval_required_over,
         },
         "outbox": {"pending": pending},
+        "alerts": state.alerts.active(),
     })))
 }
 

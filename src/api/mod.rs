@@ -11,11 +11,16 @@ pub mod auth;
 pub mod body;
 pub mod error;
 mod health;
+mod network;
+mod queue;
 mod sales;
 pub mod serve;
 
+use crate::alerts::Alerts;
 use crate::config::Config;
 use crate::metrics::{Metrics, RequestLabels};
+use crate::outbox::dispatcher::Dispatcher;
+use crate::probe::Probe;
 use crate::store::{Reads, Writer};
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::StatusCode;
@@ -36,6 +41,9 @@ pub struct AppState {
     pub reads: Reads,
     pub metrics: Arc<Metrics>,
     pub started_at: DateTime<Utc>,
+    pub probe: Arc<Probe>,
+    pub dispatcher: Arc<Dispatcher>,
+    pub alerts: Arc<Alerts>,
 }
 
 /// The route table.
@@ -45,6 +53,18 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/sales/{id}", get(sales::show))
         .route("/v1/status", get(health::status))
         .route("/healthz", get(health::healthz))
+        .route("/health/network", get(network::show))
+        .route("/admin/network/mode", post(network::set_mode))
+        .route("/health/offline-queue", get(queue::health))
+        .route("/admin/offline-queue/process", post(queue::process))
+        .route(
+            "/admin/offline-queue/retry-failed",
+            post(queue::retry_failed),
+        )
+        .route("/admin/outbox", get(queue::list))
+        .route("/admin/outbox/{id}", get(queue::show))
+        .route("/admin/outbox/{id}/retry", post(queue::retry_one))
+        .route("/admin/outbox/{id}/discard", post(queue::discard))
         .route("/metrics", get(health::metrics))
         .route("/openapi.json", get(health::openapi))
         .fallback(|| async { ApiError::not_found("no such endpoint") })

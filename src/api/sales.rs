@@ -53,6 +53,7 @@ pub async fn create(
     Ok(match recorded {
         Recorded::New(receipt) => {
             state.metrics.sales_recorded.inc();
+            state.dispatcher.wake(crate::outbox::Upstream::Conexxus);
             tracing::info!(sale_id = %receipt.id, register_id = %register, "sale recorded");
             (StatusCode::CREATED, Json(receipt)).into_response()
         }

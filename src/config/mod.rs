@@ -288,6 +288,15 @@ pub struct ConexxusConfig {
     pub eod_sync_time: String,
     pub sync_priority: u32,
     pub max_retries: u32,
+    /// Bound on one delivery (HTTP request, or file write + fsync + rename).
+    pub timeout: ConfigDuration,
+    /// Optional `Authorization: Bearer` for the back office.
+    pub bearer_token: Option<String>,
+    /// Optional HTTP basic auth for the back office.
+    pub basic_user: Option<String>,
+    pub basic_password: Option<String>,
+    /// Documents per second at most; 0 means unlimited.
+    pub rate_limit_per_sec: u32,
 }
 
 impl Default for ConexxusConfig {
@@ -300,6 +309,11 @@ impl Default for ConexxusConfig {
             eod_sync_time: "23:30".into(),
             sync_priority: 8,
             max_retries: 10,
+            timeout: ConfigDuration(Duration::from_secs(30)),
+            bearer_token: None,
+            basic_user: None,
+            basic_password: None,
+            rate_limit_per_sec: 0,
         }
     }
 }
@@ -527,6 +541,9 @@ impl Config {
                 "must not be less than outbox.backoff_base".into(),
             ));
         }
+        if self.outbox.max_retries == 0 {
+            return Err(err("outbox.max_retries", "must be at least 1".into()));
+        }
         if self.outbox.max_concurrent == 0 {
             return Err(err("outbox.max_concurrent", "must be at least 1".into()));
         }
@@ -576,6 +593,21 @@ impl Config {
                 ConexxusTransport::Directory => {}
             }
             parse_time_of_day(&c.eod_sync_time).map_err(|m| err("conexxus.eod_sync_time", m))?;
+            if c.bearer_token.is_some() && c.basic_user.is_some() {
+                return Err(err(
+                    "conexxus.bearer_token",
+                    "set either bearer_token or basic_user/basic_password, not both".into(),
+                ));
+            }
+            if c.basic_user.is_some() != c.basic_password.is_some() {
+                return Err(err(
+                    "conexxus.basic_password",
+                    "basic_user and basic_password go together".into(),
+                ));
+            }
+            if c.max_retries == 0 {
+                return Err(err("conexxus.max_retries", "must be at least 1".into()));
+            }
         }
 
         let database_path = self.database.path.clone().unwrap_or_else(|| {
@@ -745,27 +777,77 @@ mod example_tests {
         let c = Config::parse_str(EXAMPLE, "config.toml.example")
             .and_then(Config::validated)
             .unwrap();
-        assert_eq!(c.resolved.database_path, PathBuf::from("/var/lib/posedge/posedge.db"));
+        assert_eq!(
+            c.resolved.database_path,
+            PathBuf::from("/var/lib/posedge/posedge.db")
+        );
     }
 
     #[test]
     fn the_example_documents_every_key() {
         // Commented-out keys count: they document placeholders (tokens, URLs).
         let keys = [
-            "location_id", "timezone", "currency", "day_close", "listen", "public_health",
-            "max_body_bytes", "request_timeout", "shutdown_grace", "tls_cert", "tls_key", "path",
-            "[[registers]]", "[[admins]]", "[[managers]]", "token_sha256", "pin_hash", "enabled",
-            "allowed_methods", "max_transaction_amount", "max_daily_total",
-            "max_outstanding_total", "require_manager_approval", "approval_required_over",
-            "offline_window", "interval", "timeout", "offline_interval", "internet_targets",
-            "max_concurrent", "process_interval", "max_retries", "retention_days",
-            "backoff_base", "backoff_max", "[stripe]", "api_base", "secret_key_file",
-            "online_timeout", "rate_limit_per_sec", "[conexxus]", "transport", "url",
-            "directory", "auto_eod_sync", "eod_sync_time", "sync_priority", "queue_depth",
-            "offline_for", "dead_rows", "oldest_pending", "keep",
+            "location_id",
+            "timezone",
+            "currency",
+            "day_close",
+            "listen",
+            "public_health",
+            "max_body_bytes",
+            "request_timeout",
+            "shutdown_grace",
+            "tls_cert",
+            "tls_key",
+            "path",
+            "[[registers]]",
+            "[[admins]]",
+            "[[managers]]",
+            "token_sha256",
+            "pin_hash",
+            "enabled",
+            "allowed_methods",
+            "max_transaction_amount",
+            "max_daily_total",
+            "max_outstanding_total",
+            "require_manager_approval",
+            "approval_required_over",
+            "offline_window",
+            "interval",
+            "timeout",
+            "offline_interval",
+            "internet_targets",
+            "max_concurrent",
+            "process_interval",
+            "max_retries",
+            "retention_days",
+            "backoff_base",
+            "backoff_max",
+            "[stripe]",
+            "api_base",
+            "secret_key_file",
+            "online_timeout",
+            "rate_limit_per_sec",
+            "[conexxus]",
+            "transport",
+            "url",
+            "directory",
+            "auto_eod_sync",
+            "eod_sync_time",
+            "sync_priority",
+            "queue_depth",
+            "bearer_token",
+            "basic_user",
+            "basic_password",
+            "offline_for",
+            "dead_rows",
+            "oldest_pending",
+            "keep",
         ];
         for key in keys {
-            assert!(EXAMPLE.contains(key), "config.toml.example does not mention {key}");
+            assert!(
+                EXAMPLE.contains(key),
+                "config.toml.example does not mention {key}"
+            );
         }
     }
 
@@ -784,7 +866,8 @@ mod example_tests {
         let pin = crate::credentials::hash_pin("2468").unwrap();
         let text = uncommented
             .replace("$argon2id$v=19$m=19456,t=2,p=1$…", &pin)
-            .replace("# or secret_key = \"sk_…\", or env", "");
+            .replace("# or secret_key = \"sk_…\", or env", "")
+            .replace("bearer_token = \"…\"", "");
         let c = Config::parse_str(&text, "uncommented")
             .and_then(Config::validated)
             .unwrap_or_else(|e| panic!("{e}\n{text}"));

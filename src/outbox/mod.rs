@@ -5,10 +5,16 @@
 //! later due time, or `dead` after its kind's maximum attempts. `discarded` only by a
 //! technician, audited. Rows are never deleted before `retention_days` after delivery.
 
+pub mod backoff;
+pub mod dispatcher;
+pub mod kind;
+pub mod queue;
+pub mod rate;
+
 use rusqlite::{params, Transaction};
 
 /// The upstreams an outbox row can be bound for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Upstream {
     Stripe,
     Conexxus,

@@ -1,0 +1,46 @@
+//! What an outbox kind is: which upstream it goes to, how many attempts it gets, how one row
+//! is sent, and what its outcome changes locally (in the same transaction that records it).
+
+use super::queue::Row;
+use super::Upstream;
+use rusqlite::Transaction;
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+/// How one attempt ended, as the retry policy needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The upstream accepted it; never send again.
+    Delivered,
+    /// Worth another attempt later. `reachable = false` means no connection could be made,
+    /// which marks the upstream offline at once.
+    Retry {
+        error: String,
+        retry_after: Option<Duration>,
+        reachable: bool,
+    },
+    /// Will not succeed as it is (a 4xx other than 409/429): dead now, for a technician.
+    Permanent { error: String },
+}
+
+pub type SendFuture<'a> = Pin<Box<dyn Future<Output = Outcome> + Send + 'a>>;
+
+pub trait Kind: Send + Sync + 'static {
+    /// The `outbox.kind` value this sender handles.
+    fn name(&self) -> &'static str;
+    fn upstream(&self) -> Upstream;
+    /// Failed attempts after which a row is `dead`.
+    fn max_attempts(&self) -> u32;
+    /// One attempt. The row's idempotency key must go with it, unchanged.
+    fn send<'a>(&'a self, row: &'a Row) -> SendFuture<'a>;
+    /// Local consequences of the outcome, written in the transaction that records it.
+    fn on_outcome(
+        &self,
+        _tx: &Transaction<'_>,
+        _row: &Row,
+        _outcome: &Outcome,
+    ) -> rusqlite::Result<()> {
+        Ok(())
+    }
+}

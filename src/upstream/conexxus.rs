@@ -1,0 +1,287 @@
+//! Delivery of NAXML documents to the Conexxus back office, and the per-sale journal kind.
+//!
+//! Transports:
+//! - `http`: POST `application/xml` to `url` (optional bearer or basic auth); any 2xx is
+//!   accepted. The outbox row's idempotency key goes along as `Idempotency-Key`, and the
+//!   document's file name as `X-NAXML-Document`, so a back office can drop a re-send.
+//! - `directory`: the Passport-style drop. Write `.<name>.tmp`, fsync, rename to `<name>`,
+//!   fsync the directory. A reader never sees half a file; a crash between rename and our
+//!   commit re-writes the same name with the same bytes, so no duplicate document appears.
+//!   Names come from the outbox row id (`PJR0000000042.xml`): fixed when the row was made.
+
+use super::http::{HttpClient, HttpError, Response};
+use crate::config::{ConexxusConfig, ConexxusTransport, Config};
+use crate::ledger;
+use crate::naxml::journal::{self, JournalContext, JournalSale};
+use crate::outbox::kind::{Kind, Outcome, SendFuture};
+use crate::outbox::queue::Row;
+use crate::outbox::Upstream;
+use crate::store::{Reads, StoreError};
+use base64::Engine;
+use bytes::Bytes;
+use chrono_tz::Tz;
+use hyper::header::{HeaderName, HeaderValue, AUTHORIZATION, CONTENT_TYPE};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// How documents leave the box.
+#[derive(Clone)]
+pub enum Transport {
+    Http {
+        client: HttpClient,
+        url: String,
+        auth: Option<HeaderValue>,
+        timeout: Duration,
+    },
+    Directory {
+        dir: PathBuf,
+        timeout: Duration,
+    },
+}
+
+impl Transport {
+    pub fn from_config(c: &ConexxusConfig, default_dir: PathBuf, client: HttpClient) -> Transport {
+        match c.transport {
+            ConexxusTransport::Http => {
+                let auth = match (&c.bearer_token, &c.basic_user, &c.basic_password) {
+                    (Some(t), _, _) => HeaderValue::from_str(&format!("Bearer {t}")).ok(),
+                    (None, Some(u), Some(p)) => {
+                        let enc =
+                            base64::engine::general_purpose::STANDARD.encode(format!("{u}:{p}"));
+                        HeaderValue::from_str(&format!("Basic {enc}")).ok()
+                    }
+                    _ => None,
+                };
+                Transport::Http {
+                    client,
+                    url: c.url.clone().unwrap_or_default(),
+                    auth: auth.map(|mut h| {
+                        h.set_sensitive(true);
+                        h
+                    }),
+                    timeout: c.timeout.0,
+                }
+            }
+            ConexxusTransport::Directory => Transport::Directory {
+                dir: c.directory.clone().unwrap_or(default_dir),
+                timeout: c.timeout.0,
+            },
+        }
+    }
+
+    /// Delivers one document named `name`.
+    pub async fn deliver(&self, name: &str, key: &str, document: Vec<u8>) -> Outcome {
+        match self {
+            Transport::Http {
+                client,
+                url,
+                auth,
+                timeout,
+            } => {
+                let mut headers = vec![(
+                    CONTENT_TYPE,
+                    HeaderValue::from_static("application/xml; charset=utf-8"),
+                )];
+                if let Ok(v) = HeaderValue::from_str(key) {
+                    headers.push((HeaderName::from_static("idempotency-key"), v));
+                }
+                if let Ok(v) = HeaderValue::from_str(name) {
+                    headers.push((HeaderName::from_static("x-naxml-document"), v));
+                }
+                if let Some(a) = auth {
+                    headers.push((AUTHORIZATION, a.clone()));
+                }
+                let r = client
+                    .send(
+                        hyper::Method::POST,
+                        url,
+                        &headers,
+                        Bytes::from(document),
+                        *timeout,
+                    )
+                    .await;
+                classify(r)
+            }
+            Transport::Directory { dir, timeout } => {
+                let (dir, name) = (dir.clone(), name.to_string());
+                let write = tokio::task::spawn_blocking(move || drop_file(&dir, &name, &document));
+                match tokio::time::timeout(*timeout, write).await {
+                    Ok(Ok(Ok(()))) => Outcome::Delivered,
+                    Ok(Ok(Err(e))) => Outcome::Retry {
+                        error: e,
+                        retry_after: None,
+                        reachable: false,
+                    },
+                    Ok(Err(e)) => Outcome::Retry {
+                        error: e.to_string(),
+                        retry_after: None,
+                        reachable: true,
+                    },
+                    Err(_) => Outcome::Retry {
+                        error: format!("file drop slower than {timeout:?}"),
+                        retry_after: None,
+                        reachable: true,
+                    },
+                }
+            }
+        }
+    }
+}
+
+/// Write, fsync, rename, fsync the directory.
+fn drop_file(dir: &std::path::Path, name: &str, document: &[u8]) -> Result<(), String> {
+    use std::io::Write;
+    let fail = |what: &str, e: std::io::Error| format!("{what} {}: {e}", dir.display());
+    let tmp = dir.join(format!(".{name}.tmp"));
+    let mut f = std::fs::File::create(&tmp).map_err(|e| fail("cannot create a file in", e))?;
+    f.write_all(document)
+        .map_err(|e| fail("cannot write in", e))?;
+    f.sync_all().map_err(|e| fail("cannot fsync in", e))?;
+    drop(f);
+    std::fs::rename(&tmp, dir.join(name)).map_err(|e| fail("cannot rename in", e))?;
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| fail("cannot fsync", e))
+}
+
+/// HTTP answer → retry policy: 2xx delivered; 408, 409, 425, 429 and 5xx retried (with
+/// `Retry-After`); other 4xx permanent; no connection → retry and mark the upstream down.
+pub fn classify(r: Result<Response, HttpError>) -> Outcome {
+    match r {
+        Ok(resp) if resp.status.is_success() => Outcome::Delivered,
+        Ok(resp) => {
+            let code = resp.status.as_u16();
+            let snippet: String = String::from_utf8_lossy(&resp.body)
+                .chars()
+                .take(200)
+                .collect();
+            let error = format!("HTTP {code}: {snippet}");
+            if matches!(code, 408 | 409 | 425 | 429) || resp.status.is_server_error() {
+                Outcome::Retry {
+                    error,
+                    retry_after: super::http::retry_after(&resp.headers),
+                    reachable: true,
+                }
+            } else {
+                Outcome::Permanent { error }
+            }
+        }
+        Err(e) => Outcome::Retry {
+            reachable: !e.never_sent(),
+            error: e.to_string(),
+            retry_after: None,
+        },
+    }
+}
+
+/// Outbox kind `naxml_sale`: one POSJournal document per recorded sale.
+pub struct SaleJournal {
+    reads: Reads,
+    transport: Option<Transport>,
+    location_id: String,
+    timezone: Tz,
+    max_attempts: u32,
+}
+
+impl SaleJournal {
+    pub fn new(config: &Config, reads: Reads, client: HttpClient) -> SaleJournal {
+        let default_dir = config.resolved.database_path.with_file_name("BOOutbox");
+        SaleJournal {
+            reads,
+            transport: config
+                .conexxus
+                .as_ref()
+                .map(|c| Transport::from_config(c, default_dir, client)),
+            location_id: config.store.location_id.clone(),
+            timezone: config.resolved.timezone,
+            max_attempts: config
+                .conexxus
+                .as_ref()
+                .map(|c| c.max_retries)
+                .unwrap_or(10),
+        }
+    }
+
+    /// The document for one sale row; a read failure is worth a retry, a missing sale is not.
+    pub async fn document(&self, row: &Row) -> Result<Vec<u8>, Outcome> {
+        let permanent = |e: &str| Outcome::Permanent {
+            error: format!("cannot build the document: {e}"),
+        };
+        let payload: serde_json::Value =
+            serde_json::from_str(&row.payload).map_err(|e| permanent(&e.to_string()))?;
+        let sale_id = payload["sale_id"]
+            .as_str()
+            .ok_or_else(|| permanent("payload has no sale_id"))?
+            .to_string();
+        let loaded = self
+            .reads
+            .read(move |c| {
+                let sale = ledger::get(c, &sale_id)?;
+                let seq: Option<i64> = c
+                    .query_row("SELECT rowid FROM sales WHERE id = ?1", [&sale_id], |r| {
+                        r.get(0)
+                    })
+                    .ok();
+                Ok::<_, StoreError>(sale.zip(seq))
+            })
+            .await
+            .map_err(|e| Outcome::Retry {
+                error: e.to_string(),
+                retry_after: None,
+                reachable: true,
+            })?;
+        let (sale, seq) = loaded.ok_or_else(|| permanent("the sale is not in the ledger"))?;
+        let ctx = JournalContext {
+            store_location_id: &self.location_id,
+            timezone: self.timezone,
+            sequence: row.id,
+        };
+        Ok(journal::render(
+            &ctx,
+            &[JournalSale {
+                sale: &sale,
+                event_sequence: seq,
+                offline: false,
+            }],
+        ))
+    }
+}
+
+/// Passport-style document name from the outbox row id.
+pub fn journal_name(row_id: i64) -> String {
+    format!("PJR{row_id:010}.xml")
+}
+
+impl Kind for SaleJournal {
+    fn name(&self) -> &'static str {
+        ledger::NAXML_SALE_KIND
+    }
+
+    fn upstream(&self) -> Upstream {
+        Upstream::Conexxus
+    }
+
+    fn max_attempts(&self) -> u32 {
+        self.max_attempts
+    }
+
+    fn send<'a>(&'a self, row: &'a Row) -> SendFuture<'a> {
+        Box::pin(async move {
+            let Some(transport) = &self.transport else {
+                return Outcome::Retry {
+                    error: "conexxus is not configured".into(),
+                    retry_after: None,
+                    reachable: false,
+                };
+            };
+            match self.document(row).await {
+                Ok(doc) => {
+                    transport
+                        .deliver(&journal_name(row.id), &row.idempotency_key, doc)
+                        .await
+                }
+                Err(outcome) => outcome,
+            }
+        })
+    }
+}
