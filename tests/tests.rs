@@ -4,9 +4,12 @@
 
 mod util;
 
+mod fake_upstream;
+
 mod config_errors;
 mod crash;
 mod lifecycle;
+mod outbox;
 mod sales_api;
 mod schema;
 mod security;

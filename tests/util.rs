@@ -311,3 +311,47 @@ pub async fn raw_request(addr: SocketAddr, request: &[u8]) -> Option<u16> {
         .parse()
         .ok()
 }
+
+/// Polls `check` every 20 ms until it returns `Some`, or panics after `within`.
+pub async fn eventually<T, F, Fut>(within: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        if Instant::now() > deadline {
+            panic!("timed out after {within:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Config for a Conexxus back office over HTTP at `url`, with fast probing and retries so
+/// tests take seconds, not minutes.
+pub fn conexxus_http(url: &str, extra_conexxus: &str) -> String {
+    format!(
+        r#"
+[probe]
+interval = "200ms"
+offline_interval = "100ms"
+timeout = "1s"
+internet_targets = []
+
+[outbox]
+backoff_base = "50ms"
+backoff_max = "200ms"
+max_concurrent = 5
+process_interval = "1s"
+
+[conexxus]
+transport = "http"
+url = "{url}"
+timeout = "1s"
+{extra_conexxus}
+"#
+    )
+}

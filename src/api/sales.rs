@@ -32,6 +32,8 @@ pub async fn create(
     let now = chrono::Utc::now();
     let cfg = &state.config;
     let ctx = SaleContext {
+        // Hashing here keeps CPU work off the single writer thread.
+        fingerprint: ledger::request_fingerprint(&sale),
         location_id: cfg.store.location_id.clone(),
         business_date: business_day::business_date(
             now,

@@ -57,6 +57,8 @@ impl From<rusqlite::Error> for LedgerError {
 /// Everything [`record`] needs besides the request, decided outside the transaction.
 #[derive(Debug, Clone)]
 pub struct SaleContext {
+    /// [`request_fingerprint`] of the request, computed before it reaches the writer.
+    pub fingerprint: String,
     pub location_id: String,
     pub business_date: String,
     pub created_at: String,
@@ -92,7 +94,7 @@ pub fn record(
         })
         .optional()?;
     if let Some((id, sha, business_date, status)) = existing {
-        if sha != fingerprint {
+        if sha != *fingerprint {
             return Err(LedgerError::Conflict {
                 register_id: sale.register_id.clone(),
                 client_txn_id: sale.client_txn_id.clone(),
