@@ -36,6 +36,8 @@ use tokio::sync::{watch, Notify, Semaphore};
 pub const CLOCK_KEY: &str = "outbox_clock_ms";
 /// How long a claimed row stays leased; far longer than a batch takes to send.
 const LEASE_MS: i64 = 10 * 60 * 1000;
+/// Bound on delivery tasks alive at once per lane (sends plus outcomes being recorded).
+const MAX_TASKS: u32 = 1024;
 
 /// Milliseconds on a clock that only moves forward, across restarts too.
 #[derive(Debug)]
@@ -164,6 +166,9 @@ impl Dispatcher {
     async fn lane(self: Arc<Self>, up: Upstream, mut stop: watch::Receiver<bool>, grace: Duration) {
         let limits = self.limits(up);
         let slots = Arc::new(Semaphore::new(limits.max_concurrent));
+        // Held by every delivery task until its outcome is recorded, so shutdown can wait
+        // for outcomes too, not only for upstream calls.
+        let tasks = Arc::new(Semaphore::new(MAX_TASKS as usize));
         let mut pacer = Pacer::new(limits.rate_per_sec);
         let mut net = self.probe.subscribe();
         let link = link_of(up);
@@ -240,9 +245,10 @@ impl Dispatcher {
                 continue;
             };
             let me = self.clone();
+            let Ok(task) = tasks.clone().acquire_owned().await else { break };
             tokio::spawn(async move {
-                me.deliver(row).await;
-                drop(permit);
+                me.deliver(row, permit).await;
+                drop(task);
             });
         }
         self.give_back(&mut local).await;
@@ -285,8 +291,10 @@ impl Dispatcher {
         }
     }
 
-    /// Sends one row and records its outcome.
-    async fn deliver(&self, row: Row) {
+    /// Sends one row and records its outcome. The slot (`permit`) is freed as soon as the
+    /// upstream has answered: recording the outcome is local work and must not hold back the
+    /// next call.
+    async fn deliver(&self, row: Row, permit: tokio::sync::OwnedSemaphorePermit) {
         let Some(kind) = self.kinds.get(row.kind.as_str()).cloned() else {
             let error = format!("no sender for kind {:?}", row.kind);
             let due = self.now_ms();
@@ -300,6 +308,7 @@ impl Dispatcher {
         };
         let link = link_of(kind.upstream());
         let outcome = kind.send(&row).await;
+        drop(permit);
         match &outcome {
             Outcome::Delivered => self.probe.passive(link, true, None),
             Outcome::Retry {
