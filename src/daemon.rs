@@ -184,8 +184,21 @@ impl Daemon {
             .dispatcher
             .spawn(stop_rx.clone(), cfg.server.shutdown_grace.0);
 
+        let socket_path = cfg.resolved.admin_socket.clone();
+        let admin = match api::serve::bind_admin_socket(&socket_path) {
+            Ok(l) => Some(l),
+            Err(e) => {
+                tracing::warn!(path = %socket_path.display(), error = %e, "no local admin socket; the CLI falls back to the database");
+                None
+            }
+        };
+        let listeners = api::serve::Listeners {
+            tcp: listener,
+            tls: self.tls,
+            admin,
+        };
         let mut stopped = stop_rx.clone();
-        let serve = api::run(listener, self.tls, state.clone(), async move {
+        let serve = api::run(listeners, state.clone(), async move {
             let _ = stopped.wait_for(|s| *s).await;
         });
         let trigger = async move {
@@ -201,6 +214,7 @@ impl Daemon {
         for task in background {
             task.abort();
         }
+        let _ = std::fs::remove_file(&socket_path);
         tracing::info!("draining the writer and checkpointing the WAL");
         self.store.close().await;
         tracing::info!("posedge stopped");
@@ -219,12 +233,7 @@ fn recover(config: &Config) -> Result<Recovered, StoreError> {
     let mut conn = crate::store::open_rw(&config.resolved.database_path)?;
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     let reset = queue::reset_leases(&tx)?;
-    let forced = settings::get(&tx, crate::probe::FORCED_KEY)?
-        .and_then(|v| serde_json::from_str::<Vec<String>>(&v).ok())
-        .unwrap_or_default()
-        .iter()
-        .filter_map(|s| Link::parse(s))
-        .collect::<Vec<_>>();
+    let forced = crate::probe::load_forced(&tx)?;
     let clock_ms = settings::get(&tx, dispatcher::CLOCK_KEY)?
         .and_then(|v| v.parse().ok())
         .unwrap_or(0);

@@ -6,6 +6,7 @@ mod util;
 
 mod fake_upstream;
 
+mod cli;
 mod config_errors;
 mod crash;
 mod lifecycle;

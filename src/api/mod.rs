@@ -82,22 +82,13 @@ pub fn router(state: AppState) -> Router {
 
 /// Serves `router(state)` on `listener` until `shutdown` resolves.
 pub async fn run(
-    listener: tokio::net::TcpListener,
-    tls: Option<tokio_rustls::TlsAcceptor>,
+    listeners: serve::Listeners,
     state: AppState,
     shutdown: impl Future<Output = ()> + Send,
 ) {
     let grace = state.config.server.shutdown_grace.0;
     let header_timeout = state.config.server.request_timeout.0;
-    serve::serve(
-        listener,
-        tls,
-        router(state),
-        shutdown,
-        grace,
-        header_timeout,
-    )
-    .await;
+    serve::serve(listeners, router(state), shutdown, grace, header_timeout).await;
 }
 
 /// Counts every answer by route template and status.

@@ -5,13 +5,12 @@ use super::auth::{Caller, HealthAccess};
 use super::body::JsonBody;
 use super::error::ApiError;
 use super::AppState;
-use crate::probe::{Link, FORCED_KEY};
+use crate::probe::{self, Link};
 use crate::store::StoreError;
-use crate::{audit, settings};
 use axum::extract::State;
 use axum::Json;
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::Value;
 
 pub async fn show(State(state): State<AppState>, _: HealthAccess) -> Json<Value> {
     Json(state.probe.snapshot().to_json())
@@ -55,50 +54,20 @@ pub async fn set_mode(
     Ok(Json(state.probe.snapshot().to_json()))
 }
 
-/// Reads, changes and stores the forced set in one transaction with its audit row; returns
-/// the new set.
-pub async fn apply_mode(
+/// Stores the new forced set with its audit row; returns the new set.
+async fn apply_mode(
     state: &AppState,
     actor: &str,
     which: &[Link],
     offline: bool,
 ) -> Result<Vec<Link>, StoreError> {
     let which = which.to_vec();
-    let names: Vec<&str> = which.iter().map(|l| l.as_str()).collect();
-    let entry_details =
-        json!({"mode": if offline { "offline" } else { "auto" }, "upstreams": names});
     let network = state.probe.snapshot().summary();
     let actor = actor.to_string();
     state
         .writer
         .write(move |tx| {
-            let mut forced: Vec<Link> = settings::get(tx, FORCED_KEY)?
-                .and_then(|v| serde_json::from_str::<Vec<String>>(&v).ok())
-                .unwrap_or_default()
-                .iter()
-                .filter_map(|s| Link::parse(s))
-                .collect();
-            forced.retain(|l| !which.contains(l));
-            if offline {
-                forced.extend(which.iter().copied());
-            }
-            let stored: Vec<&str> = forced.iter().map(|l| l.as_str()).collect();
-            settings::set(
-                tx,
-                FORCED_KEY,
-                &serde_json::to_string(&stored).unwrap_or_default(),
-            )?;
-            audit::append(
-                tx,
-                &audit::Entry {
-                    kind: "network_mode",
-                    actor: &actor,
-                    subject: None,
-                    network,
-                    details: entry_details,
-                },
-            )?;
-            Ok::<_, StoreError>(forced)
+            probe::store_forced(tx, &actor, &which, offline, network).map_err(StoreError::from)
         })
         .await
 }

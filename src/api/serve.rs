@@ -13,18 +13,32 @@ use hyper_util::service::TowerToHyperService;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, UnixListener};
 use tokio_rustls::TlsAcceptor;
 
+/// Where requests come from: the LAN (TCP, optionally TLS) and the local admin socket.
+pub struct Listeners {
+    pub tcp: TcpListener,
+    pub tls: Option<TlsAcceptor>,
+    /// Connections here are admin by construction (see [`super::auth::LocalAdmin`]).
+    pub admin: Option<UnixListener>,
+}
+
 pub async fn serve(
-    listener: TcpListener,
-    tls: Option<TlsAcceptor>,
+    listeners: Listeners,
     app: Router,
     shutdown: impl Future<Output = ()> + Send,
     grace: Duration,
     header_timeout: Duration,
 ) {
+    let Listeners {
+        tcp: listener,
+        tls,
+        admin,
+    } = listeners;
     let graceful = GracefulShutdown::new();
+    let local_service =
+        TowerToHyperService::new(app.clone().layer(axum::Extension(super::auth::LocalAdmin)));
     let service = TowerToHyperService::new(app);
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
@@ -35,6 +49,14 @@ pub async fn serve(
     tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
+            accepted = accept_local(admin.as_ref()) => {
+                if let Ok((stream, _)) = accepted {
+                    let conn = builder.serve_connection(TokioIo::new(stream), local_service.clone());
+                    let watcher = graceful.watcher();
+                    tokio::spawn(async move { let _ = watcher.watch(conn).await; });
+                }
+                continue;
+            }
             accepted = listener.accept() => match accepted {
                 Ok(pair) => pair,
                 Err(e) => {
@@ -86,6 +108,36 @@ pub async fn serve(
         _ = graceful.shutdown() => tracing::info!("all connections drained"),
         _ = tokio::time::sleep(grace) => tracing::warn!(grace_s = grace.as_secs(), "connections still open after the grace period; closing them"),
     }
+}
+
+/// Accepts on the admin socket, or never when there is none.
+async fn accept_local(
+    admin: Option<&UnixListener>,
+) -> std::io::Result<(tokio::net::UnixStream, tokio::net::unix::SocketAddr)> {
+    match admin {
+        Some(l) => l.accept().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Binds the admin socket with mode 0600, replacing a stale socket file left by a crash.
+pub fn bind_admin_socket(path: &std::path::Path) -> std::io::Result<UnixListener> {
+    use std::os::unix::fs::PermissionsExt;
+    if path.exists() {
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::AddrInUse,
+                format!(
+                    "{} is in use: is another posedge running on this database?",
+                    path.display()
+                ),
+            ));
+        }
+        std::fs::remove_file(path)?;
+    }
+    let listener = UnixListener::bind(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(listener)
 }
 
 /// Loads a rustls server config from PEM files.

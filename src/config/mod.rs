@@ -63,6 +63,7 @@ pub struct Resolved {
     pub day_close: NaiveTime,
     pub database_path: PathBuf,
     pub backup_directory: PathBuf,
+    pub admin_socket: PathBuf,
     pub offline: OfflineLimits,
 }
 
@@ -74,6 +75,7 @@ impl Default for Resolved {
             day_close: NaiveTime::MIN,
             database_path: PathBuf::from("posedge-data/posedge.db"),
             backup_directory: PathBuf::from("posedge-data/backups"),
+            admin_socket: PathBuf::from("posedge-data/posedge.sock"),
             offline: OfflineLimits::default(),
         }
     }
@@ -120,6 +122,9 @@ pub struct ServerConfig {
     pub shutdown_grace: ConfigDuration,
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
+    /// Local admin socket for the `posedge` CLI; default `posedge.sock` beside the database.
+    /// Connections on it act as admin: only the daemon's user (and root) can open it.
+    pub admin_socket: Option<PathBuf>,
 }
 
 impl Default for ServerConfig {
@@ -132,6 +137,7 @@ impl Default for ServerConfig {
             shutdown_grace: ConfigDuration(Duration::from_secs(10)),
             tls_cert: None,
             tls_key: None,
+            admin_socket: None,
         }
     }
 }
@@ -626,12 +632,18 @@ impl Config {
             .clone()
             .unwrap_or_else(|| db_dir.join("backups"));
 
+        let admin_socket = self
+            .server
+            .admin_socket
+            .clone()
+            .unwrap_or_else(|| db_dir.join("posedge.sock"));
         self.resolved = Resolved {
             currency,
             timezone,
             day_close,
             database_path,
             backup_directory,
+            admin_socket,
             offline,
         };
         Ok(self)

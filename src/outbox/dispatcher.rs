@@ -245,7 +245,9 @@ impl Dispatcher {
                 continue;
             };
             let me = self.clone();
-            let Ok(task) = tasks.clone().acquire_owned().await else { break };
+            let Ok(task) = tasks.clone().acquire_owned().await else {
+                break;
+            };
             tokio::spawn(async move {
                 me.deliver(row, permit).await;
                 drop(task);

@@ -59,6 +59,51 @@ impl Link {
 /// Settings key holding the JSON list of links forced offline.
 pub const FORCED_KEY: &str = "forced_offline";
 
+/// Reads, changes and stores the forced-offline set in the caller's transaction, with the
+/// audit row that explains it; returns the new set. Used by the API and by the CLI when the
+/// daemon is stopped.
+pub fn store_forced(
+    tx: &rusqlite::Transaction<'_>,
+    actor: &str,
+    which: &[Link],
+    offline: bool,
+    network: Value,
+) -> rusqlite::Result<Vec<Link>> {
+    let mut forced = load_forced(tx)?;
+    forced.retain(|l| !which.contains(l));
+    if offline {
+        forced.extend(which.iter().copied());
+    }
+    let stored: Vec<&str> = forced.iter().map(|l| l.as_str()).collect();
+    crate::settings::set(
+        tx,
+        FORCED_KEY,
+        &serde_json::to_string(&stored).unwrap_or_default(),
+    )?;
+    let names: Vec<&str> = which.iter().map(|l| l.as_str()).collect();
+    audit::append(
+        tx,
+        &audit::Entry {
+            kind: "network_mode",
+            actor,
+            subject: None,
+            network,
+            details: json!({"mode": if offline { "offline" } else { "auto" }, "upstreams": names}),
+        },
+    )?;
+    Ok(forced)
+}
+
+/// The persisted forced-offline set.
+pub fn load_forced(conn: &rusqlite::Connection) -> rusqlite::Result<Vec<Link>> {
+    Ok(crate::settings::get(conn, FORCED_KEY)?
+        .and_then(|v| serde_json::from_str::<Vec<String>>(&v).ok())
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|s| Link::parse(s))
+        .collect())
+}
+
 /// One link as reported by `/health/network`.
 #[derive(Debug, Clone, Serialize)]
 pub struct LinkStatus {

@@ -1,6 +1,15 @@
-//! The command line: `posedge serve | check-config | migrate | hash-token | hash-pin`.
+//! The command line: `posedge serve | check-config | migrate | hash-token | hash-pin |
+//! outbox | network | audit`.
+//!
+//! Technician commands that change something go through the running daemon (its local admin
+//! socket) so its in-memory state follows; when the daemon is stopped they change the
+//! database directly, in one transaction with their audit row. Read-only commands read the
+//! database read-only, which WAL allows beside a running daemon.
 //!
 //! Exit codes: 0 success, 1 failure, 65 database refused (corrupt or newer), 78 bad config.
+
+mod local;
+mod technician;
 
 use crate::config::Config;
 use crate::credentials;
@@ -17,6 +26,9 @@ use std::process::ExitCode;
     about = "Store-and-forward POS daemon for the store back office"
 )]
 pub struct Cli {
+    /// Config file; default /etc/posedge/config.toml if it exists, else built-in defaults.
+    #[arg(long, short, global = true)]
+    pub config: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -24,29 +36,35 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Run the daemon (what systemd starts).
-    Serve {
-        /// Config file; default /etc/posedge/config.toml if it exists, else built-in defaults.
-        #[arg(long, short)]
-        config: Option<PathBuf>,
-    },
+    Serve,
     /// Validate the configuration and exit: 0 valid, 78 invalid (the key is named).
-    CheckConfig {
-        #[arg(long, short)]
-        config: Option<PathBuf>,
-    },
+    CheckConfig,
     /// Apply pending database migrations (after a snapshot) and exit.
-    Migrate {
-        #[arg(long, short)]
-        config: Option<PathBuf>,
-    },
+    Migrate,
     /// Print the token_sha256 value of a register or admin token.
     HashToken { token: String },
     /// Print an argon2id pin_hash for a manager PIN.
     HashPin { pin: String },
+    /// Inspect and repair the outbox.
+    Outbox {
+        #[command(subcommand)]
+        action: technician::OutboxAction,
+    },
+    /// Force upstreams offline (drills, provider incidents) or back to automatic.
+    Network {
+        #[command(subcommand)]
+        action: technician::NetworkAction,
+    },
+    /// Check the audit trail's hash chain.
+    Audit {
+        #[command(subcommand)]
+        action: technician::AuditAction,
+    },
 }
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    let config = cli.config;
     match cli.command {
         Command::HashToken { token } => {
             println!("{}", credentials::hash_token(&token));
@@ -59,14 +77,14 @@ pub fn main() -> ExitCode {
             }
             Err(e) => fail(&StartError::Other(e)),
         },
-        Command::CheckConfig { config } => match check_config(config) {
+        Command::CheckConfig => match check_config(config) {
             Ok(summary) => {
                 println!("{summary}");
                 ExitCode::SUCCESS
             }
             Err(e) => fail(&e),
         },
-        Command::Migrate { config } => {
+        Command::Migrate => {
             crate::logging::init();
             match migrate(config) {
                 Ok(msg) => {
@@ -76,7 +94,10 @@ pub fn main() -> ExitCode {
                 Err(e) => fail(&e),
             }
         }
-        Command::Serve { config } => {
+        Command::Outbox { action } => report(technician::outbox(config, action)),
+        Command::Network { action } => report(technician::network(config, action)),
+        Command::Audit { action } => report(technician::audit(config, action)),
+        Command::Serve => {
             crate::logging::init();
             let config = match Config::load(config.as_deref()) {
                 Ok(c) => c,
@@ -98,6 +119,18 @@ pub fn main() -> ExitCode {
                 Err(e) => fail(&e),
             }
         }
+    }
+}
+
+/// Prints a technician command's output; its error goes to stderr with exit code 1 (or the
+/// start-up error's own code).
+fn report(result: Result<String, StartError>) -> ExitCode {
+    match result {
+        Ok(out) => {
+            println!("{out}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(&e),
     }
 }
 
