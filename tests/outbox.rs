@@ -478,3 +478,53 @@ fn kill_9_during_a_flush_resends_in_flight_rows_with_the_same_keys() {
         .all(|p| all.contains(p.key.as_ref().unwrap())));
     assert_eq!(daemon.terminate(), Some(0));
 }
+
+#[test]
+fn sigterm_waits_for_sends_in_flight_and_leaves_the_rest_pending() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let bo = rt.block_on(FakeUpstream::start());
+    bo.set_latency(Duration::from_millis(700));
+    let dir = tempfile::tempdir().unwrap();
+    let url = bo.url("/naxml");
+    let cfg = conexxus_http(&url, "")
+        .replace(
+            &format!("url = \"{url}\"\ntimeout = \"1s\""),
+            &format!("url = \"{url}\"\ntimeout = \"5s\""),
+        )
+        .replace("max_concurrent = 5", "max_concurrent = 2");
+    assert!(cfg.contains("timeout = \"5s\""));
+    let daemon = BinaryDaemon::start(dir.path(), &cfg);
+    let url = format!("http://{}/v1/sales", daemon.addr);
+    rt.block_on(async {
+        let c = reqwest::Client::new();
+        for i in 0..20 {
+            c.post(&url)
+                .bearer_auth(R1_TOKEN)
+                .json(&sale("R1", &format!("ST-{i}")))
+                .send()
+                .await
+                .unwrap();
+        }
+        eventually(Duration::from_secs(5), "two sends in flight", || async {
+            (bo.posts().len() >= 2).then_some(())
+        })
+        .await;
+    });
+    let code = daemon.terminate();
+    assert_eq!(code, Some(0));
+    let db = dir.path().join("posedge.db");
+    let delivered = count(&db, "SELECT count(*) FROM outbox WHERE state = 'delivered'");
+    let pending = count(&db, "SELECT count(*) FROM outbox WHERE state = 'pending'");
+    assert_eq!(
+        count(&db, "SELECT count(*) FROM outbox WHERE state = 'in_flight'"),
+        0,
+        "a lease outlived a graceful stop"
+    );
+    assert_eq!(delivered + pending, 20);
+    // What the back office answered before we stopped is recorded as delivered; nothing more.
+    assert_eq!(delivered as usize, bo.accepted_keys().len());
+    assert!(
+        pending > 0,
+        "everything drained before the stop: the test proves nothing"
+    );
+}
