@@ -30,6 +30,7 @@ use std::convert::Infallible;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -113,6 +114,8 @@ struct Shared {
     t0: Instant,
     latency: Duration,
     limit: Option<usize>,
+    /// Calibration: how much shorter than the target to sleep (see `handle`).
+    overshoot_ns: AtomicU64,
     state: Mutex<Counters>,
 }
 
@@ -212,6 +215,7 @@ impl Shared {
             "opened_ms": opt_ms(c.opened),
             "now_ms": num(ms(self.t0.elapsed())),
             "latency_ms": num(ms(self.latency)),
+            "sleep_correction_ms": num(self.overshoot_ns.load(Ordering::Relaxed) as f64 / 1e6),
             "limit_per_sec": self.limit,
         })
     }
@@ -302,15 +306,27 @@ async fn handle(
         );
         return Ok(r);
     }
-    // A thread sleep (nanosleep, ~50 µs slack) is far more precise than tokio's 1 ms wheel,
-    // which would round every 5 ms answer up to 5-6 ms and lower the ideal rate by itself.
-    let remaining = shared.latency.saturating_sub(arrived.elapsed());
+    // A thread sleep (nanosleep) is far more precise than tokio's 1 ms wheel, which would
+    // round every 5 ms answer up to 5-6 ms and lower the ideal rate by itself. What is left
+    // (timer slack, waking the sleeper and then this runtime, ~0.2 ms) is measured and
+    // subtracted from later sleeps, so the mean answer time is --latency-ms itself.
+    let overshoot = Duration::from_nanos(shared.overshoot_ns.load(Ordering::Relaxed));
+    let remaining = shared
+        .latency
+        .saturating_sub(arrived.elapsed())
+        .saturating_sub(overshoot);
     if !remaining.is_zero() {
         let _ = tokio::task::spawn_blocking(move || std::thread::sleep(remaining)).await;
     }
     {
-        let mut c = shared.state.lock().unwrap_or_else(|p| p.into_inner());
         let done = Instant::now();
+        // EWMA (1/16) of how far past the target this answer came; negative errors pull the
+        // correction back down.
+        let error = (done - arrived).as_nanos() as i64 - shared.latency.as_nanos() as i64;
+        let old = shared.overshoot_ns.load(Ordering::Relaxed) as i64;
+        let new = (old + error / 16).clamp(0, shared.latency.as_nanos() as i64 / 2);
+        shared.overshoot_ns.store(new as u64, Ordering::Relaxed);
+        let mut c = shared.state.lock().unwrap_or_else(|p| p.into_inner());
         c.inflight -= 1;
         c.accepted += 1;
         c.busy += done - arrived;
@@ -348,6 +364,7 @@ fn serve(flags: &HashMap<String, String>) -> Result<String, String> {
         t0: Instant::now(),
         latency,
         limit,
+        overshoot_ns: AtomicU64::new(0),
         state: Mutex::new(Counters::default()),
     });
     // One thread for the server: the daemon under test shares a small machine with it.

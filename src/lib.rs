@@ -39,6 +39,7 @@ pub mod money;
 pub mod naxml;
 pub mod outbox;
 pub mod pan;
+pub mod payments;
 pub mod probe;
 pub mod settings;
 pub mod store;

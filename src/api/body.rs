@@ -104,8 +104,12 @@ pub fn parse<T: DeserializeOwned>(bytes: &[u8], state: &AppState) -> Result<T, A
         let inner = e.into_inner().to_string();
         if let Some(rest) = inner.strip_prefix("unknown field `") {
             let field = rest.split('`').next().unwrap_or("");
+            // serde_json's path already ends at the unknown field; other deserializers stop
+            // at its parent.
             let full = if path == "." {
                 field.to_string()
+            } else if path == field || path.ends_with(&format!(".{field}")) {
+                path.clone()
             } else {
                 format!("{path}.{field}")
             };

@@ -312,7 +312,7 @@ impl Dispatcher {
         let outcome = kind.send(&row).await;
         drop(permit);
         match &outcome {
-            Outcome::Delivered => self.probe.passive(link, true, None),
+            Outcome::Delivered { .. } => self.probe.passive(link, true, None),
             Outcome::Retry {
                 reachable: false,
                 error,
@@ -323,7 +323,7 @@ impl Dispatcher {
         let attempt = u32::try_from(row.attempts + 1).unwrap_or(u32::MAX);
         let now = self.now_ms();
         let (label, due, dead) = match &outcome {
-            Outcome::Delivered => ("delivered", now, false),
+            Outcome::Delivered { .. } => ("delivered", now, false),
             Outcome::Retry { retry_after, .. } => {
                 let delay = self.backoff.delay(attempt, *retry_after, &mut rand::rng());
                 (
@@ -337,7 +337,7 @@ impl Dispatcher {
         self.metrics
             .outbox_attempt(&row.kind, if dead { "dead" } else { label });
         match &outcome {
-            Outcome::Delivered => {
+            Outcome::Delivered { .. } => {
                 tracing::debug!(outbox_id = row.id, kind = %row.kind, "delivered")
             }
             Outcome::Retry { error, .. } | Outcome::Permanent { error } if dead => tracing::warn!(
@@ -355,7 +355,7 @@ impl Dispatcher {
             .writer
             .write(move |tx| {
                 match &outcome {
-                    Outcome::Delivered => queue::mark_delivered(tx, id)?,
+                    Outcome::Delivered { .. } => queue::mark_delivered(tx, id)?,
                     Outcome::Retry { error, .. } | Outcome::Permanent { error } => {
                         queue::mark_failed(tx, id, error, due, dead)?
                     }

@@ -11,8 +11,9 @@ use std::time::Duration;
 /// How one attempt ended, as the retry policy needs it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
-    /// The upstream accepted it; never send again.
-    Delivered,
+    /// The upstream gave its final answer; never send again. `detail` carries what the kind's
+    /// `on_outcome` records (e.g. a payment's capture or decline); `Null` when nothing.
+    Delivered { detail: serde_json::Value },
     /// Worth another attempt later. `reachable = false` means no connection could be made,
     /// which marks the upstream offline at once.
     Retry {
@@ -22,6 +23,14 @@ pub enum Outcome {
     },
     /// Will not succeed as it is (a 4xx other than 409/429): dead now, for a technician.
     Permanent { error: String },
+}
+
+impl Outcome {
+    pub fn delivered() -> Outcome {
+        Outcome::Delivered {
+            detail: serde_json::Value::Null,
+        }
+    }
 }
 
 pub type SendFuture<'a> = Pin<Box<dyn Future<Output = Outcome> + Send + 'a>>;

@@ -106,7 +106,7 @@ impl Transport {
                 let (dir, name) = (dir.clone(), name.to_string());
                 let write = tokio::task::spawn_blocking(move || drop_file(&dir, &name, &document));
                 match tokio::time::timeout(*timeout, write).await {
-                    Ok(Ok(Ok(()))) => Outcome::Delivered,
+                    Ok(Ok(Ok(()))) => Outcome::delivered(),
                     Ok(Ok(Err(e))) => Outcome::Retry {
                         error: e,
                         retry_after: None,
@@ -148,7 +148,7 @@ fn drop_file(dir: &std::path::Path, name: &str, document: &[u8]) -> Result<(), S
 /// `Retry-After`); other 4xx permanent; no connection → retry and mark the upstream down.
 pub fn classify(r: Result<Response, HttpError>) -> Outcome {
     match r {
-        Ok(resp) if resp.status.is_success() => Outcome::Delivered,
+        Ok(resp) if resp.status.is_success() => Outcome::delivered(),
         Ok(resp) => {
             let code = resp.status.as_u16();
             let snippet: String = String::from_utf8_lossy(&resp.body)

@@ -3,3 +3,4 @@
 
 pub mod conexxus;
 pub mod http;
+pub mod stripe;

@@ -1,0 +1,37 @@
+-- posedge schema v2: payments (cash and card, online and offline).
+-- A payment's idempotency_key is fixed at insert and is the Stripe Idempotency-Key of every
+-- attempt: the online one and every later forward (DESIGN.md invariant 3).
+
+CREATE TABLE payments (
+    id                 TEXT PRIMARY KEY CHECK (id LIKE 'pay\_%' ESCAPE '\'),
+    location_id        TEXT NOT NULL,
+    register_id        TEXT NOT NULL,
+    client_payment_id  TEXT NOT NULL CHECK (length(client_payment_id) BETWEEN 1 AND 64),
+    request_sha256     TEXT NOT NULL CHECK (length(request_sha256) = 64),
+    cashier_id         TEXT NOT NULL,
+    method             TEXT NOT NULL CHECK (method IN ('cash', 'card')),
+    amount             INTEGER NOT NULL CHECK (amount > 0),
+    currency           TEXT NOT NULL CHECK (length(currency) = 3),
+    payment_method     TEXT CHECK (payment_method IS NULL OR payment_method LIKE 'pm\_%' ESCAPE '\'),
+    card_brand         TEXT CHECK (card_brand IS NULL OR length(card_brand) <= 20),
+    card_last4         TEXT CHECK (card_last4 IS NULL OR (length(card_last4) = 4 AND card_last4 GLOB '[0-9][0-9][0-9][0-9]')),
+    status             TEXT NOT NULL CHECK (status IN (
+                           'recorded', 'authorizing', 'authorized', 'captured', 'declined',
+                           'approved_offline', 'pending_approval', 'refused_offline', 'rejected',
+                           'forwarding', 'declined_upstream', 'expired')),
+    mode               TEXT NOT NULL CHECK (mode IN ('online', 'offline')),
+    business_date      TEXT NOT NULL,
+    idempotency_key    TEXT NOT NULL UNIQUE,
+    -- An online attempt was sent (its outcome may be unknown): a refusal must void it.
+    online_attempted   INTEGER NOT NULL DEFAULT 0 CHECK (online_attempted IN (0, 1)),
+    stripe_payment_intent TEXT,
+    decline_code       TEXT,
+    message            TEXT,
+    approved_by        TEXT,
+    created_at         TEXT NOT NULL,
+    updated_at         TEXT NOT NULL,
+    UNIQUE (register_id, client_payment_id)
+) STRICT;
+
+CREATE INDEX payments_offline_by_day ON payments (location_id, mode, business_date, status);
+CREATE INDEX payments_by_status ON payments (status);

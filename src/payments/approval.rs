@@ -1,0 +1,125 @@
+//! Manager credentials for offline approvals: argon2id PIN hashes from `[[managers]]`, and a
+//! lock-out after five wrong PINs in a row for five minutes (monotonic time).
+//!
+//! Invariant: a locked-out manager is refused without the PIN even being checked, so guessing
+//! cannot continue during the lock; the caller audits every refusal and lock-out.
+
+use crate::config::ManagerEntry;
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+pub const MAX_FAILURES: u32 = 5;
+pub const LOCKOUT: Duration = Duration::from_secs(5 * 60);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Check {
+    Ok,
+    /// Wrong PIN or unknown manager; `locked_now` when this failure started a lock-out.
+    Bad {
+        locked_now: bool,
+    },
+    LockedOut {
+        remaining: Duration,
+    },
+}
+
+#[derive(Default)]
+struct Failures {
+    count: u32,
+    locked_until: Option<Instant>,
+}
+
+pub struct Approvals {
+    hashes: HashMap<String, String>,
+    failures: Mutex<HashMap<String, Failures>>,
+}
+
+impl Approvals {
+    pub fn new(managers: &[ManagerEntry]) -> Approvals {
+        Approvals {
+            hashes: managers
+                .iter()
+                .map(|m| (m.id.clone(), m.pin_hash.clone()))
+                .collect(),
+            failures: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Checks `pin` for `manager_id`. Blocking (argon2): call from `spawn_blocking`.
+    pub fn check(&self, manager_id: &str, pin: &str) -> Check {
+        let now = Instant::now();
+        {
+            let failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(until) = failures.get(manager_id).and_then(|f| f.locked_until) {
+                if until > now {
+                    return Check::LockedOut {
+                        remaining: until - now,
+                    };
+                }
+            }
+        }
+        let ok = self
+            .hashes
+            .get(manager_id)
+            .is_some_and(|h| crate::credentials::verify_pin(pin, h));
+        let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        let f = failures.entry(manager_id.to_string()).or_default();
+        if f.locked_until.is_some_and(|u| u <= now) {
+            *f = Failures::default();
+        }
+        if ok {
+            *f = Failures::default();
+            return Check::Ok;
+        }
+        f.count += 1;
+        let locked_now = f.count >= MAX_FAILURES;
+        if locked_now {
+            f.locked_until = Some(now + LOCKOUT);
+        }
+        Check::Bad { locked_now }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn approvals() -> Approvals {
+        Approvals::new(&[ManagerEntry {
+            id: "M1".into(),
+            pin_hash: crate::credentials::hash_pin("2468").unwrap(),
+        }])
+    }
+
+    #[test]
+    fn the_right_pin_passes_and_a_wrong_one_does_not() {
+        let a = approvals();
+        assert_eq!(a.check("M1", "2468"), Check::Ok);
+        assert_eq!(a.check("M1", "1357"), Check::Bad { locked_now: false });
+        assert_eq!(a.check("M9", "2468"), Check::Bad { locked_now: false });
+    }
+
+    #[test]
+    fn five_wrong_pins_lock_the_manager_out_even_for_the_right_pin() {
+        let a = approvals();
+        for i in 1..=5 {
+            assert_eq!(a.check("M1", "0000"), Check::Bad { locked_now: i == 5 });
+        }
+        assert!(
+            matches!(a.check("M1", "2468"), Check::LockedOut { remaining } if remaining <= LOCKOUT)
+        );
+    }
+
+    #[test]
+    fn a_good_pin_resets_the_count_of_failures() {
+        let a = approvals();
+        for _ in 0..4 {
+            a.check("M1", "0000");
+        }
+        assert_eq!(a.check("M1", "2468"), Check::Ok);
+        for _ in 0..4 {
+            assert_eq!(a.check("M1", "0000"), Check::Bad { locked_now: false });
+        }
+    }
+}

@@ -1,0 +1,356 @@
+//! Outbox kinds for Stripe: forwarding offline-approved payments, and voiding payments that
+//! were refused after an online attempt whose answer never came.
+//!
+//! Forward. Re-sends the payment's create request with its own idempotency key and the very
+//! same parameters: if the online attempt (or an earlier forward) landed, Stripe answers with
+//! that PaymentIntent instead of charging again. Stripe prunes keys after 24 hours, so a
+//! payment first tried over 23 hours ago is looked up by its metadata before anything is
+//! re-sent. An unclear answer (5xx) is followed by the same lookup.
+//!
+//! Void. Looks the payment up by metadata; refunds a charge, cancels an authorization, and
+//! otherwise concludes nothing landed once the search index has had time to catch up.
+
+use super::flow::intent_params;
+use super::{Payment, Update};
+use crate::audit;
+use crate::outbox::kind::{Kind, Outcome, SendFuture};
+use crate::outbox::queue::Row;
+use crate::outbox::Upstream;
+use crate::store::{Reads, StoreError};
+use crate::upstream::stripe::{Answer, Stripe};
+use rusqlite::Transaction;
+use serde_json::{json, Value};
+use std::time::Duration;
+
+/// Before this age, Stripe still remembers the key.
+const KEY_MEMORY: chrono::Duration = chrono::Duration::hours(23);
+/// Timeout of one background call to Stripe.
+const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+/// Void lookups that find nothing before concluding nothing was charged.
+const VOID_LOOKUPS: i64 = 3;
+
+async fn load(reads: &Reads, row: &Row) -> Result<Payment, Outcome> {
+    let payload: Value = serde_json::from_str(&row.payload).unwrap_or_default();
+    let id = payload["payment_id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    match reads
+        .read(move |c| super::get(c, &id).map_err(StoreError::from))
+        .await
+    {
+        Ok(Some(p)) => Ok(p),
+        Ok(None) => Err(Outcome::Permanent {
+            error: "the payment is not in the ledger".into(),
+        }),
+        Err(e) => Err(Outcome::Retry {
+            error: e.to_string(),
+            retry_after: None,
+            reachable: true,
+        }),
+    }
+}
+
+fn retry(error: String, retry_after: Option<Duration>, reachable: bool) -> Outcome {
+    Outcome::Retry {
+        error,
+        retry_after,
+        reachable,
+    }
+}
+
+/// A final Stripe answer → the detail `on_outcome` records.
+fn final_detail(answer: &Answer) -> Option<Value> {
+    match answer {
+        Answer::Succeeded { intent } => Some(json!({"status": "captured", "intent": intent})),
+        Answer::Authorized { intent } => Some(json!({"status": "authorized", "intent": intent})),
+        Answer::Declined {
+            intent,
+            code,
+            message,
+        } => Some(
+            json!({"status": "declined_upstream", "intent": intent, "code": code, "message": message}),
+        ),
+        _ => None,
+    }
+}
+
+pub struct StripeForward {
+    pub reads: Reads,
+    pub stripe: Option<Stripe>,
+    pub max_attempts: u32,
+}
+
+impl StripeForward {
+    async fn attempt(&self, stripe: &Stripe, p: &Payment) -> Outcome {
+        let first_try = chrono::DateTime::parse_from_rfc3339(&p.created_at)
+            .map(|d| d.with_timezone(&chrono::Utc));
+        let old = first_try
+            .map(|t| chrono::Utc::now() - t > KEY_MEMORY)
+            .unwrap_or(true);
+        if old {
+            match stripe.find_by_payment(&p.id, CALL_TIMEOUT).await {
+                Ok(Some((_, found))) => {
+                    if let Some(d) = final_detail(&found) {
+                        return Outcome::Delivered { detail: d };
+                    }
+                }
+                Ok(None) => {}
+                Err(Answer::Retry {
+                    error,
+                    retry_after,
+                    reachable,
+                }) => return retry(error, retry_after, reachable),
+                Err(other) => {
+                    return Outcome::Permanent {
+                        error: format!("lookup before re-send failed: {other:?}"),
+                    }
+                }
+            }
+        }
+        let answer = stripe
+            .create_intent(&intent_params(p), &p.idempotency_key, CALL_TIMEOUT)
+            .await;
+        if let Some(d) = final_detail(&answer) {
+            return Outcome::Delivered { detail: d };
+        }
+        match answer {
+            Answer::Processing { .. } => retry(
+                "the bank is still processing".into(),
+                Some(Duration::from_secs(60)),
+                true,
+            ),
+            Answer::Retry {
+                error,
+                retry_after,
+                reachable,
+            } => {
+                // Unclear (e.g. a saved 500): read what Stripe actually has.
+                if reachable {
+                    if let Ok(Some((_, found))) = stripe.find_by_payment(&p.id, CALL_TIMEOUT).await
+                    {
+                        if let Some(d) = final_detail(&found) {
+                            return Outcome::Delivered { detail: d };
+                        }
+                    }
+                }
+                retry(error, retry_after, reachable)
+            }
+            Answer::Permanent { error } => Outcome::Permanent { error },
+            _ => retry("unexpected answer".into(), None, true),
+        }
+    }
+}
+
+impl Kind for StripeForward {
+    fn name(&self) -> &'static str {
+        super::FORWARD_KIND
+    }
+
+    fn upstream(&self) -> Upstream {
+        Upstream::Stripe
+    }
+
+    fn max_attempts(&self) -> u32 {
+        self.max_attempts
+    }
+
+    fn send<'a>(&'a self, row: &'a Row) -> SendFuture<'a> {
+        Box::pin(async move {
+            let Some(stripe) = &self.stripe else {
+                return retry("stripe is not configured".into(), None, false);
+            };
+            match load(&self.reads, row).await {
+                Ok(p)
+                    if matches!(
+                        p.status.as_str(),
+                        "captured" | "authorized" | "declined_upstream" | "declined"
+                    ) =>
+                {
+                    Outcome::delivered()
+                }
+                Ok(p) => self.attempt(stripe, &p).await,
+                Err(outcome) => outcome,
+            }
+        })
+    }
+
+    fn on_outcome(
+        &self,
+        tx: &Transaction<'_>,
+        row: &Row,
+        outcome: &Outcome,
+    ) -> rusqlite::Result<()> {
+        let payload: Value = serde_json::from_str(&row.payload).unwrap_or_default();
+        let id = payload["payment_id"].as_str().unwrap_or_default();
+        let Some(p) = super::get(tx, id)? else {
+            return Ok(());
+        };
+        let (kind, details) = match outcome {
+            Outcome::Delivered { detail } if detail.is_object() => {
+                let status = detail["status"].as_str().unwrap_or("captured");
+                super::update(
+                    tx,
+                    id,
+                    &Update {
+                        status,
+                        mode: None,
+                        decline_code: detail["code"].as_str(),
+                        message: detail["message"].as_str(),
+                        intent: detail["intent"].as_str(),
+                        approved_by: None,
+                    },
+                )?;
+                if status == "declined_upstream" {
+                    tracing::warn!(payment_id = id, amount = p.amount, code = detail["code"].as_str().unwrap_or(""), "an offline-approved payment was declined by Stripe; the merchant must recover it");
+                }
+                ("forward_outcome", detail.clone())
+            }
+            Outcome::Delivered { .. } => return Ok(()),
+            Outcome::Retry { error, .. } => {
+                if p.status == "approved_offline" {
+                    super::update(tx, id, &Update::status("forwarding"))?;
+                    ("forward_started", json!({"first_error": error}))
+                } else {
+                    return Ok(());
+                }
+            }
+            Outcome::Permanent { error } => (
+                "forward_failed",
+                json!({"error": error, "attempts": row.attempts + 1}),
+            ),
+        };
+        audit::append(
+            tx,
+            &audit::Entry {
+                kind,
+                actor: "posedge",
+                subject: Some(id),
+                network: json!({"stripe": "answering"}),
+                details,
+            },
+        )?;
+        Ok(())
+    }
+}
+
+pub struct StripeVoid {
+    pub reads: Reads,
+    pub stripe: Option<Stripe>,
+}
+
+impl Kind for StripeVoid {
+    fn name(&self) -> &'static str {
+        super::VOID_KIND
+    }
+
+    fn upstream(&self) -> Upstream {
+        Upstream::Stripe
+    }
+
+    fn max_attempts(&self) -> u32 {
+        10
+    }
+
+    fn send<'a>(&'a self, row: &'a Row) -> SendFuture<'a> {
+        Box::pin(async move {
+            let Some(stripe) = &self.stripe else {
+                return retry("stripe is not configured".into(), None, false);
+            };
+            let p = match load(&self.reads, row).await {
+                Ok(p) => p,
+                Err(o) => return o,
+            };
+            match stripe.find_by_payment(&p.id, CALL_TIMEOUT).await {
+                Ok(Some((intent, Answer::Succeeded { .. }))) => {
+                    match stripe
+                        .refund(&intent, &row.idempotency_key, CALL_TIMEOUT)
+                        .await
+                    {
+                        Answer::Succeeded { .. } => Outcome::Delivered {
+                            detail: json!({"voided": "refunded", "intent": intent}),
+                        },
+                        Answer::Retry {
+                            error,
+                            retry_after,
+                            reachable,
+                        } => retry(error, retry_after, reachable),
+                        other => Outcome::Permanent {
+                            error: format!("refund failed: {other:?}"),
+                        },
+                    }
+                }
+                Ok(Some((intent, Answer::Authorized { .. }))) => {
+                    match stripe
+                        .cancel(&intent, &row.idempotency_key, CALL_TIMEOUT)
+                        .await
+                    {
+                        Answer::Retry {
+                            error,
+                            retry_after,
+                            reachable,
+                        } => retry(error, retry_after, reachable),
+                        Answer::Permanent { error } => Outcome::Permanent { error },
+                        _ => Outcome::Delivered {
+                            detail: json!({"voided": "canceled", "intent": intent}),
+                        },
+                    }
+                }
+                Ok(Some((intent, _))) => Outcome::Delivered {
+                    detail: json!({"voided": "nothing charged", "intent": intent}),
+                },
+                Ok(None) if row.attempts + 1 < VOID_LOOKUPS => retry(
+                    "not found yet; Stripe's search may lag".into(),
+                    Some(Duration::from_secs(60)),
+                    true,
+                ),
+                Ok(None) => Outcome::Delivered {
+                    detail: json!({"voided": "nothing found"}),
+                },
+                Err(Answer::Retry {
+                    error,
+                    retry_after,
+                    reachable,
+                }) => retry(error, retry_after, reachable),
+                Err(other) => Outcome::Permanent {
+                    error: format!("lookup failed: {other:?}"),
+                },
+            }
+        })
+    }
+
+    fn on_outcome(
+        &self,
+        tx: &Transaction<'_>,
+        row: &Row,
+        outcome: &Outcome,
+    ) -> rusqlite::Result<()> {
+        let payload: Value = serde_json::from_str(&row.payload).unwrap_or_default();
+        let id = payload["payment_id"].as_str().unwrap_or_default();
+        match outcome {
+            Outcome::Delivered { detail } => audit::append(
+                tx,
+                &audit::Entry {
+                    kind: "void_outcome",
+                    actor: "posedge",
+                    subject: Some(id),
+                    network: json!({"stripe": "answering"}),
+                    details: detail.clone(),
+                },
+            )
+            .map(|_| ()),
+            Outcome::Permanent { error } => audit::append(
+                tx,
+                &audit::Entry {
+                    kind: "void_failed",
+                    actor: "posedge",
+                    subject: Some(id),
+                    network: json!({"stripe": "answering"}),
+                    details: json!({"error": error}),
+                },
+            )
+            .map(|_| ()),
+            Outcome::Retry { .. } => Ok(()),
+        }
+    }
+}

@@ -1,0 +1,461 @@
+//! Payments: cash recorded locally; cards online through Stripe when it is reachable, else
+//! decided offline within the owner's limits, with manager approval where the rules say so,
+//! and forwarded later under the same idempotency key.
+//!
+//! Invariants:
+//! - a payment's Stripe idempotency key is minted once, at insert, and every attempt (online,
+//!   forward, re-send after a crash) uses it (invariant 3);
+//! - an offline decision reads its counters and writes its result in the same writer
+//!   transaction ([`decide_offline`]), so concurrent decisions cannot overspend (invariant 5);
+//! - every offline decision, approval, rejection, forward outcome and expiry writes an audit
+//!   row in that same transaction (invariant 10);
+//! - a refusal after an online attempt whose answer never came enqueues a void, so a charge
+//!   that did land is refunded rather than kept.
+
+pub mod approval;
+pub mod flow;
+pub mod forward;
+pub mod policy;
+
+use crate::audit;
+use crate::ledger::validate::{check_amount, check_text, RuleError};
+use crate::money::Currency;
+use crate::outbox::{self, Upstream};
+use policy::{Counters, Decision, Policy};
+use rusqlite::{params, Connection, OptionalExtension, Transaction};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+/// Outbox kinds of payments.
+pub const FORWARD_KIND: &str = "stripe_forward";
+pub const VOID_KIND: &str = "stripe_void";
+/// Payment forwards go before sales documents (Conexxus defaults to 8).
+pub const FORWARD_PRIORITY: i64 = 10;
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PaymentRequest {
+    pub client_payment_id: String,
+    pub register_id: String,
+    pub cashier_id: String,
+    pub method: String,
+    pub amount: i64,
+    pub currency: String,
+    #[serde(default)]
+    pub payment_method: Option<String>,
+    #[serde(default)]
+    pub card: Option<CardInfo>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CardInfo {
+    pub brand: String,
+    pub last4: String,
+}
+
+fn rule(code: &'static str, message: impl Into<String>) -> RuleError {
+    RuleError {
+        code,
+        message: message.into(),
+    }
+}
+
+/// The rules a payment request must keep.
+pub fn validate(req: &PaymentRequest, store_currency: Currency) -> Result<(), RuleError> {
+    check_text("client_payment_id", &req.client_payment_id, 64)?;
+    check_text("register_id", &req.register_id, 64)?;
+    check_text("cashier_id", &req.cashier_id, 64)?;
+    let currency = Currency::from_code(&req.currency).ok_or_else(|| {
+        rule(
+            "unknown_currency",
+            format!("currency {:?} is not an ISO 4217 code", req.currency),
+        )
+    })?;
+    if currency != store_currency {
+        return Err(rule(
+            "currency_mismatch",
+            format!("this store takes {store_currency}; the payment is in {currency}"),
+        ));
+    }
+    check_amount("amount", req.amount)?;
+    if req.amount <= 0 {
+        return Err(rule("invalid_amount", "amount must be more than zero"));
+    }
+    match req.method.as_str() {
+        "cash" => {
+            if req.payment_method.is_some() || req.card.is_some() {
+                return Err(rule(
+                    "invalid_field",
+                    "a cash payment has no payment_method or card",
+                ));
+            }
+        }
+        "card" => {
+            let pm = req.payment_method.as_deref().unwrap_or("");
+            let token_ok = pm.len() > 3
+                && pm.len() <= 255
+                && pm.starts_with("pm_")
+                && pm.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+            if !token_ok {
+                return Err(rule(
+                    "invalid_payment_method",
+                    "a card payment needs payment_method: a Stripe payment-method token (pm_…)",
+                ));
+            }
+            if let Some(card) = &req.card {
+                if card.last4.len() != 4 || !card.last4.bytes().all(|b| b.is_ascii_digit()) {
+                    return Err(rule("invalid_field", "card.last4 must be exactly 4 digits"));
+                }
+                if card.brand.is_empty()
+                    || card.brand.len() > 20
+                    || !card
+                        .brand
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'_')
+                {
+                    return Err(rule(
+                        "invalid_field",
+                        "card.brand must be 1-20 letters, digits or '_'",
+                    ));
+                }
+            }
+        }
+        other => {
+            return Err(rule(
+                "unknown_method",
+                format!("method {other:?} is not \"cash\" or \"card\""),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A payment as stored and as answered.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Payment {
+    pub id: String,
+    pub client_payment_id: String,
+    pub register_id: String,
+    pub cashier_id: String,
+    pub method: String,
+    pub status: String,
+    pub mode: String,
+    pub amount: i64,
+    pub currency: String,
+    pub decline_code: Option<String>,
+    pub message: Option<String>,
+    pub card: Option<CardInfo>,
+    pub business_date: String,
+    pub created_at: String,
+    pub updated_at: String,
+    pub approved_by: Option<String>,
+    pub stripe_payment_intent: Option<String>,
+    #[serde(skip)]
+    pub location_id: String,
+    #[serde(skip)]
+    pub payment_method: Option<String>,
+    #[serde(skip)]
+    pub idempotency_key: String,
+    #[serde(skip)]
+    pub online_attempted: bool,
+    #[serde(skip)]
+    pub request_sha256: String,
+}
+
+const COLUMNS: &str = "id, client_payment_id, register_id, cashier_id, method, status, mode, amount, currency,
+    decline_code, message, card_brand, card_last4, business_date, created_at, updated_at, approved_by,
+    stripe_payment_intent, location_id, payment_method, idempotency_key, online_attempted, request_sha256";
+
+fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Payment> {
+    let brand: Option<String> = r.get(11)?;
+    let last4: Option<String> = r.get(12)?;
+    Ok(Payment {
+        id: r.get(0)?,
+        client_payment_id: r.get(1)?,
+        register_id: r.get(2)?,
+        cashier_id: r.get(3)?,
+        method: r.get(4)?,
+        status: r.get(5)?,
+        mode: r.get(6)?,
+        amount: r.get(7)?,
+        currency: r.get(8)?,
+        decline_code: r.get(9)?,
+        message: r.get(10)?,
+        card: brand
+            .zip(last4)
+            .map(|(brand, last4)| CardInfo { brand, last4 }),
+        business_date: r.get(13)?,
+        created_at: r.get(14)?,
+        updated_at: r.get(15)?,
+        approved_by: r.get(16)?,
+        stripe_payment_intent: r.get(17)?,
+        location_id: r.get(18)?,
+        payment_method: r.get(19)?,
+        idempotency_key: r.get(20)?,
+        online_attempted: r.get(21)?,
+        request_sha256: r.get(22)?,
+    })
+}
+
+pub fn get(conn: &Connection, id: &str) -> rusqlite::Result<Option<Payment>> {
+    conn.prepare_cached(&format!("SELECT {COLUMNS} FROM payments WHERE id = ?1"))?
+        .query_row([id], from_row)
+        .optional()
+}
+
+pub fn find_by_client_id(
+    conn: &Connection,
+    register_id: &str,
+    client_payment_id: &str,
+) -> rusqlite::Result<Option<Payment>> {
+    conn.prepare_cached(&format!(
+        "SELECT {COLUMNS} FROM payments WHERE register_id = ?1 AND client_payment_id = ?2"
+    ))?
+    .query_row(params![register_id, client_payment_id], from_row)
+    .optional()
+}
+
+/// A new payment row.
+pub struct NewPayment<'a> {
+    pub id: &'a str,
+    pub req: &'a PaymentRequest,
+    pub fingerprint: &'a str,
+    pub location_id: &'a str,
+    pub business_date: &'a str,
+    pub status: &'a str,
+    pub mode: &'a str,
+    pub online_attempted: bool,
+    pub now: &'a str,
+}
+
+pub fn insert(tx: &Transaction<'_>, p: &NewPayment<'_>) -> rusqlite::Result<()> {
+    let card = p.req.card.as_ref();
+    tx.prepare_cached(
+        "INSERT INTO payments (id, location_id, register_id, client_payment_id, request_sha256, cashier_id,
+            method, amount, currency, payment_method, card_brand, card_last4, status, mode, business_date,
+            idempotency_key, online_attempted, created_at, updated_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?18)",
+    )?
+    .execute(params![
+        p.id, p.location_id, p.req.register_id, p.req.client_payment_id, p.fingerprint, p.req.cashier_id,
+        p.req.method, p.req.amount, p.req.currency, p.req.payment_method,
+        card.map(|c| c.brand.as_str()), card.map(|c| c.last4.as_str()),
+        p.status, p.mode, p.business_date,
+        // Minted once, here; every Stripe call for this payment sends it.
+        format!("posedge-{}", p.id), p.online_attempted, p.now,
+    ])?;
+    Ok(())
+}
+
+/// Changes a payment's outcome fields.
+pub struct Update<'a> {
+    pub status: &'a str,
+    pub mode: Option<&'a str>,
+    pub decline_code: Option<&'a str>,
+    pub message: Option<&'a str>,
+    pub intent: Option<&'a str>,
+    pub approved_by: Option<&'a str>,
+}
+
+impl<'a> Update<'a> {
+    pub fn status(status: &'a str) -> Update<'a> {
+        Update {
+            status,
+            mode: None,
+            decline_code: None,
+            message: None,
+            intent: None,
+            approved_by: None,
+        }
+    }
+}
+
+pub fn update(tx: &Transaction<'_>, id: &str, u: &Update<'_>) -> rusqlite::Result<()> {
+    tx.prepare_cached(
+        "UPDATE payments SET status = ?2, mode = coalesce(?3, mode), decline_code = coalesce(?4, decline_code),
+                message = coalesce(?5, message), stripe_payment_intent = coalesce(?6, stripe_payment_intent),
+                approved_by = coalesce(?7, approved_by), updated_at = ?8
+         WHERE id = ?1",
+    )?
+    .execute(params![id, u.status, u.mode, u.decline_code, u.message, u.intent, u.approved_by, now()])?;
+    Ok(())
+}
+
+pub fn now() -> String {
+    crate::business_day::rfc3339(chrono::Utc::now())
+}
+
+/// What has been approved offline: today's total counts every business date from `today` on,
+/// so a clock set back cannot hide today's approvals (fail closed).
+pub fn counters(conn: &Connection, location_id: &str, today: &str) -> rusqlite::Result<Counters> {
+    let today_total: i64 = conn
+        .prepare_cached(
+            "SELECT coalesce(sum(amount), 0) FROM payments
+             WHERE location_id = ?1 AND mode = 'offline' AND method = 'card' AND business_date >= ?2
+               AND status IN ('approved_offline', 'forwarding', 'captured', 'authorized', 'declined_upstream', 'expired')",
+        )?
+        .query_row(params![location_id, today], |r| r.get(0))?;
+    let outstanding_total: i64 = conn
+        .prepare_cached(
+            "SELECT coalesce(sum(amount), 0) FROM payments
+             WHERE location_id = ?1 AND mode = 'offline' AND method = 'card'
+               AND status IN ('approved_offline', 'forwarding')",
+        )?
+        .query_row([location_id], |r| r.get(0))?;
+    Ok(Counters {
+        today_total,
+        outstanding_total,
+    })
+}
+
+/// The network status and who decided, for audit rows.
+#[derive(Debug, Clone)]
+pub struct Context {
+    pub network: Value,
+    pub actor: String,
+}
+
+fn enqueue(
+    tx: &Transaction<'_>,
+    kind: &str,
+    p: &Payment,
+    key: String,
+    due_ms: i64,
+) -> rusqlite::Result<i64> {
+    let created = now();
+    outbox::enqueue(
+        tx,
+        &outbox::NewRow {
+            kind,
+            upstream: Upstream::Stripe,
+            priority: FORWARD_PRIORITY,
+            idempotency_key: key,
+            payload: json!({"payment_id": p.id}),
+            created_at: &created,
+        },
+    )
+    .and_then(|id| {
+        if due_ms > 0 {
+            tx.execute(
+                "UPDATE outbox SET due_ms = ?2 WHERE id = ?1",
+                params![id, due_ms],
+            )?;
+        }
+        Ok(id)
+    })
+}
+
+/// Queues the forward of an offline-approved payment, under the payment's own key.
+pub fn enqueue_forward(tx: &Transaction<'_>, p: &Payment) -> rusqlite::Result<i64> {
+    enqueue(tx, FORWARD_KIND, p, p.idempotency_key.clone(), 0)
+}
+
+/// Queues a void for a payment refused after an online attempt that got no answer.
+/// `due_ms`: Stripe's search index lags, so the first look waits a little.
+pub fn enqueue_void(tx: &Transaction<'_>, p: &Payment, due_ms: i64) -> rusqlite::Result<i64> {
+    enqueue(
+        tx,
+        VOID_KIND,
+        p,
+        format!("{}:void", p.idempotency_key),
+        due_ms,
+    )
+}
+
+/// Decides a payment offline and records the result, all inside `tx`. `policy` may be relaxed
+/// by the caller (a manager's approval skips the approval rule, never a limit).
+pub fn decide_offline(
+    tx: &Transaction<'_>,
+    payment_id: &str,
+    policy: &Policy,
+    ctx: &Context,
+    reason: &str,
+    void_due_ms: i64,
+) -> rusqlite::Result<Payment> {
+    let p = get(tx, payment_id)?.ok_or(rusqlite::Error::QueryReturnedNoRows)?;
+    let counters = counters(tx, &p.location_id, &p.business_date)?;
+    let decision = policy::decide(&p.method, p.amount, policy, counters);
+    let (status, code, message) = match decision {
+        Decision::Approve => ("approved_offline", None, None),
+        Decision::NeedsApproval => (
+            "pending_approval",
+            None,
+            Some("A manager must approve this card payment."),
+        ),
+        Decision::Refuse(r) => ("refused_offline", Some(r.code()), Some(r.message())),
+    };
+    let approved_by = (decision == Decision::Approve && ctx.actor.starts_with("manager:"))
+        .then_some(ctx.actor.as_str());
+    update(
+        tx,
+        &p.id,
+        &Update {
+            status,
+            mode: Some("offline"),
+            decline_code: code,
+            message,
+            intent: None,
+            approved_by,
+        },
+    )?;
+    let p = get(tx, payment_id)?.ok_or(rusqlite::Error::QueryReturnedNoRows)?;
+    match decision {
+        Decision::Approve => {
+            enqueue_forward(tx, &p)?;
+        }
+        Decision::Refuse(_) if p.online_attempted => {
+            enqueue_void(tx, &p, void_due_ms)?;
+        }
+        _ => {}
+    }
+    audit::append(
+        tx,
+        &audit::Entry {
+            kind: "offline_decision",
+            actor: &ctx.actor,
+            subject: Some(&p.id),
+            network: ctx.network.clone(),
+            details: json!({
+                "decision": status, "code": code, "reason": reason, "amount": p.amount,
+                "currency": p.currency, "register_id": p.register_id, "cashier_id": p.cashier_id,
+                "today_total_before": counters.today_total, "outstanding_before": counters.outstanding_total,
+            }),
+        },
+    )?;
+    Ok(p)
+}
+
+/// Payments approved offline but not accepted by Stripe within the window become `expired`;
+/// their forwards are discarded (a days-old authorization is no longer valid). Returns ids.
+pub fn expire(
+    tx: &Transaction<'_>,
+    cutoff: &str,
+    network: &Value,
+) -> rusqlite::Result<Vec<String>> {
+    let ids: Vec<String> = tx
+        .prepare_cached(
+            "SELECT id FROM payments WHERE status IN ('approved_offline', 'forwarding') AND created_at < ?1",
+        )?
+        .query_map([cutoff], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    for id in &ids {
+        update(tx, id, &Update { message: Some("Not accepted by Stripe within the offline window; recover it with the customer."), ..Update::status("expired") })?;
+        tx.execute(
+            "UPDATE outbox SET state = 'discarded', last_error = 'payment expired', updated_at = ?2
+             WHERE kind = ?3 AND state IN ('pending', 'dead') AND json_extract(payload, '$.payment_id') = ?1",
+            params![id, now(), FORWARD_KIND],
+        )?;
+        audit::append(
+            tx,
+            &audit::Entry {
+                kind: "payment_expired",
+                actor: "posedge",
+                subject: Some(id),
+                network: network.clone(),
+                details: json!({"cutoff": cutoff}),
+            },
+        )?;
+    }
+    Ok(ids)
+}

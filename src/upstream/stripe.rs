@@ -1,0 +1,457 @@
+//! Stripe: PaymentIntents over HTTPS (hyper + rustls), form-encoded, `Idempotency-Key` on
+//! every POST, an explicit `Stripe-Version`.
+//!
+//! Invariants:
+//! - the secret key is never logged (its header value is marked sensitive);
+//! - the create parameters of a payment are built by one function from the stored payment,
+//!   so the online attempt and every forward send byte-identical parameters under the same
+//!   key, which is what lets Stripe deduplicate them;
+//! - answers are classified as DESIGN.md says: network errors, timeouts, 409, 429 and 5xx
+//!   retry (unless `Stripe-Should-Retry: false`); 402 is a decline; other 4xx are permanent.
+
+use super::http::{retry_after, HttpClient, HttpError, Response};
+use crate::config::StripeConfig;
+use bytes::Bytes;
+use hyper::header::{HeaderName, HeaderValue, AUTHORIZATION, CONTENT_TYPE};
+use hyper::Method;
+use serde_json::Value;
+use std::path::Path;
+use std::time::Duration;
+
+pub const STRIPE_VERSION: &str = "2024-06-20";
+
+/// Finds the secret key: `secret_key_file`, `secret_key`, env `POSEDGE_STRIPE_SECRET_KEY`,
+/// then the systemd credential `$CREDENTIALS_DIRECTORY/stripe_secret_key`.
+pub fn load_secret_key(cfg: &StripeConfig) -> Result<String, (&'static str, String)> {
+    let check = |key: String, source: &str| {
+        let key = key.trim().to_string();
+        if key.starts_with("sk_") || key.starts_with("rk_") {
+            Ok(key)
+        } else {
+            Err((
+                "stripe.secret_key",
+                format!("the key from {source} is not a Stripe secret key (sk_… or rk_…)"),
+            ))
+        }
+    };
+    if let Some(path) = &cfg.secret_key_file {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            (
+                "stripe.secret_key_file",
+                format!("cannot read {}: {e}", path.display()),
+            )
+        })?;
+        return check(text, &path.display().to_string());
+    }
+    if let Some(k) = &cfg.secret_key {
+        return check(k.clone(), "stripe.secret_key");
+    }
+    if let Ok(k) = std::env::var("POSEDGE_STRIPE_SECRET_KEY") {
+        return check(k, "POSEDGE_STRIPE_SECRET_KEY");
+    }
+    if let Some(dir) = std::env::var_os("CREDENTIALS_DIRECTORY") {
+        let path = Path::new(&dir).join("stripe_secret_key");
+        if let Ok(text) = std::fs::read_to_string(&path) {
+            return check(text, "the systemd credential stripe_secret_key");
+        }
+    }
+    Err((
+        "stripe.secret_key_file",
+        "[stripe] is configured but no secret key was found: set secret_key_file, secret_key, env POSEDGE_STRIPE_SECRET_KEY or the systemd credential stripe_secret_key".into(),
+    ))
+}
+
+/// What a PaymentIntent is created from. Built from the stored payment, always the same way.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IntentParams {
+    pub amount: i64,
+    pub currency: String,
+    pub payment_method: String,
+    pub payment_id: String,
+    pub location_id: String,
+}
+
+impl IntentParams {
+    /// The form body, fields in a fixed order.
+    pub fn form(&self) -> String {
+        form_urlencoded::Serializer::new(String::new())
+            .append_pair("amount", &self.amount.to_string())
+            .append_pair("currency", &self.currency.to_ascii_lowercase())
+            .append_pair("payment_method", &self.payment_method)
+            .append_pair("confirm", "true")
+            .append_pair("payment_method_types[]", "card")
+            .append_pair("metadata[posedge_payment_id]", &self.payment_id)
+            .append_pair("metadata[location_id]", &self.location_id)
+            .finish()
+    }
+}
+
+/// A Stripe answer, as the payment flows need it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Answer {
+    /// Charged.
+    Succeeded { intent: String },
+    /// Authorized, to be captured.
+    Authorized { intent: String },
+    /// Still processing at the bank: look again later.
+    Processing { intent: String },
+    /// The card was declined.
+    Declined {
+        intent: Option<String>,
+        code: String,
+        message: String,
+    },
+    /// No definitive answer: retry with the same key. `reachable = false` when no connection
+    /// could be made (the request cannot have arrived).
+    Retry {
+        error: String,
+        retry_after: Option<Duration>,
+        reachable: bool,
+    },
+    /// A request Stripe will never accept as it is (bad key, bad parameters).
+    Permanent { error: String },
+}
+
+#[derive(Clone)]
+pub struct Stripe {
+    client: HttpClient,
+    base: String,
+    auth: HeaderValue,
+}
+
+impl Stripe {
+    pub fn new(cfg: &StripeConfig, secret_key: &str, client: HttpClient) -> Result<Stripe, String> {
+        let mut auth = HeaderValue::from_str(&format!("Bearer {secret_key}")).map_err(|_| {
+            "the Stripe secret key has characters a header cannot carry".to_string()
+        })?;
+        auth.set_sensitive(true);
+        Ok(Stripe {
+            client,
+            base: cfg.api_base.trim_end_matches('/').to_string(),
+            auth,
+        })
+    }
+
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        form: Option<String>,
+        key: Option<&str>,
+        timeout: Duration,
+    ) -> Result<Response, HttpError> {
+        let mut headers = vec![
+            (AUTHORIZATION, self.auth.clone()),
+            (
+                HeaderName::from_static("stripe-version"),
+                HeaderValue::from_static(STRIPE_VERSION),
+            ),
+        ];
+        if form.is_some() {
+            headers.push((
+                CONTENT_TYPE,
+                HeaderValue::from_static("application/x-www-form-urlencoded"),
+            ));
+        }
+        if let Some(k) = key.and_then(|k| HeaderValue::from_str(k).ok()) {
+            headers.push((HeaderName::from_static("idempotency-key"), k));
+        }
+        let url = format!("{}{path}", self.base);
+        self.client
+            .send(
+                method,
+                &url,
+                &headers,
+                Bytes::from(form.unwrap_or_default()),
+                timeout,
+            )
+            .await
+    }
+
+    /// Creates and confirms a PaymentIntent under `key`.
+    pub async fn create_intent(
+        &self,
+        params: &IntentParams,
+        key: &str,
+        timeout: Duration,
+    ) -> Answer {
+        classify(
+            self.call(
+                Method::POST,
+                "/v1/payment_intents",
+                Some(params.form()),
+                Some(key),
+                timeout,
+            )
+            .await,
+        )
+    }
+
+    /// Finds the PaymentIntent of a payment by its metadata (for unclear answers and for
+    /// forwards whose key Stripe may have pruned after 24 h).
+    pub async fn find_by_payment(
+        &self,
+        payment_id: &str,
+        timeout: Duration,
+    ) -> Result<Option<(String, Answer)>, Answer> {
+        let query = form_urlencoded::Serializer::new(String::new())
+            .append_pair(
+                "query",
+                &format!("metadata['posedge_payment_id']:'{payment_id}'"),
+            )
+            .finish();
+        let r = self
+            .call(
+                Method::GET,
+                &format!("/v1/payment_intents/search?{query}"),
+                None,
+                None,
+                timeout,
+            )
+            .await;
+        match r {
+            Ok(resp) if resp.status.is_success() => {
+                let v: Value = serde_json::from_slice(&resp.body).unwrap_or_default();
+                let found = v["data"].as_array().and_then(|d| d.first()).cloned();
+                Ok(found.map(|pi| {
+                    (
+                        pi["id"].as_str().unwrap_or_default().to_string(),
+                        from_intent(&pi),
+                    )
+                }))
+            }
+            other => Err(classify(other)),
+        }
+    }
+
+    /// Refunds a charged PaymentIntent (voiding a payment we refused after an unclear try).
+    pub async fn refund(&self, intent: &str, key: &str, timeout: Duration) -> Answer {
+        let form = form_urlencoded::Serializer::new(String::new())
+            .append_pair("payment_intent", intent)
+            .finish();
+        match classify(
+            self.call(Method::POST, "/v1/refunds", Some(form), Some(key), timeout)
+                .await,
+        ) {
+            // A refund object has no intent status; success is success.
+            Answer::Declined { .. } | Answer::Processing { .. } | Answer::Authorized { .. } => {
+                Answer::Succeeded {
+                    intent: intent.into(),
+                }
+            }
+            other => other,
+        }
+    }
+
+    /// Cancels an authorized, uncaptured PaymentIntent.
+    pub async fn cancel(&self, intent: &str, key: &str, timeout: Duration) -> Answer {
+        classify(
+            self.call(
+                Method::POST,
+                &format!("/v1/payment_intents/{intent}/cancel"),
+                Some(String::new()),
+                Some(key),
+                timeout,
+            )
+            .await,
+        )
+    }
+}
+
+/// A PaymentIntent object → what it means for the payment.
+fn from_intent(pi: &Value) -> Answer {
+    let intent = pi["id"].as_str().unwrap_or_default().to_string();
+    match pi["status"].as_str().unwrap_or_default() {
+        "succeeded" => Answer::Succeeded { intent },
+        "requires_capture" => Answer::Authorized { intent },
+        "processing" => Answer::Processing { intent },
+        other => {
+            let err = &pi["last_payment_error"];
+            Answer::Declined {
+                intent: Some(intent),
+                code: err["decline_code"]
+                    .as_str()
+                    .or(err["code"].as_str())
+                    .unwrap_or(other)
+                    .to_string(),
+                message: err["message"]
+                    .as_str()
+                    .unwrap_or("The card was not charged.")
+                    .to_string(),
+            }
+        }
+    }
+}
+
+/// HTTP outcome → [`Answer`].
+pub fn classify(r: Result<Response, HttpError>) -> Answer {
+    let resp = match r {
+        Ok(resp) => resp,
+        Err(e) => {
+            return Answer::Retry {
+                reachable: !e.never_sent(),
+                error: e.to_string(),
+                retry_after: None,
+            }
+        }
+    };
+    let body: Value = serde_json::from_slice(&resp.body).unwrap_or_default();
+    let code = resp.status.as_u16();
+    if resp.status.is_success() {
+        return from_intent(&body);
+    }
+    let err = &body["error"];
+    let message = err["message"].as_str().unwrap_or("").to_string();
+    let error = format!(
+        "Stripe HTTP {code}: {} {}",
+        err["type"].as_str().unwrap_or(""),
+        message
+    )
+    .trim()
+    .to_string();
+    let should_retry = resp
+        .headers
+        .get("stripe-should-retry")
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.eq_ignore_ascii_case("true"));
+    if code == 402 {
+        return Answer::Declined {
+            intent: err["payment_intent"]["id"].as_str().map(str::to_string),
+            code: err["decline_code"]
+                .as_str()
+                .or(err["code"].as_str())
+                .unwrap_or("card_declined")
+                .to_string(),
+            message: if message.is_empty() {
+                "Your card was declined.".into()
+            } else {
+                message
+            },
+        };
+    }
+    match should_retry {
+        Some(false) => Answer::Permanent { error },
+        Some(true) => Answer::Retry {
+            error,
+            retry_after: retry_after(&resp.headers),
+            reachable: true,
+        },
+        None if matches!(code, 409 | 429) || resp.status.is_server_error() => Answer::Retry {
+            error,
+            retry_after: retry_after(&resp.headers),
+            reachable: true,
+        },
+        None => Answer::Permanent { error },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hyper::header::HeaderMap;
+    use hyper::StatusCode;
+
+    fn resp(
+        code: u16,
+        body: &str,
+        headers: &[(&'static str, &'static str)],
+    ) -> Result<Response, HttpError> {
+        let mut h = HeaderMap::new();
+        for (k, v) in headers {
+            h.insert(*k, HeaderValue::from_static(v));
+        }
+        Ok(Response {
+            status: StatusCode::from_u16(code).unwrap(),
+            headers: h,
+            body: Bytes::from(body.to_string()),
+            latency: Duration::ZERO,
+        })
+    }
+
+    #[test]
+    fn answers_are_classified_as_the_design_says() {
+        assert_eq!(
+            classify(resp(200, r#"{"id":"pi_1","status":"succeeded"}"#, &[])),
+            Answer::Succeeded {
+                intent: "pi_1".into()
+            }
+        );
+        assert_eq!(
+            classify(resp(
+                200,
+                r#"{"id":"pi_1","status":"requires_capture"}"#,
+                &[]
+            )),
+            Answer::Authorized {
+                intent: "pi_1".into()
+            }
+        );
+        let declined = classify(resp(
+            402,
+            r#"{"error":{"type":"card_error","code":"card_declined","decline_code":"insufficient_funds","message":"Your card has insufficient funds."}}"#,
+            &[],
+        ));
+        assert!(
+            matches!(declined, Answer::Declined { ref code, .. } if code == "insufficient_funds"),
+            "{declined:?}"
+        );
+        for code in [409, 429, 500, 502, 503] {
+            assert!(
+                matches!(
+                    classify(resp(code, "{}", &[])),
+                    Answer::Retry {
+                        reachable: true,
+                        ..
+                    }
+                ),
+                "{code}"
+            );
+        }
+        assert!(matches!(
+            classify(resp(503, "{}", &[("stripe-should-retry", "false")])),
+            Answer::Permanent { .. }
+        ));
+        assert!(matches!(
+            classify(resp(400, r#"{"error":{"type":"idempotency_error"}}"#, &[])),
+            Answer::Permanent { .. }
+        ));
+        assert!(matches!(
+            classify(resp(401, "{}", &[])),
+            Answer::Permanent { .. }
+        ));
+        assert!(matches!(
+            classify(Err(HttpError::Connect("refused".into()))),
+            Answer::Retry {
+                reachable: false,
+                ..
+            }
+        ));
+        assert!(matches!(
+            classify(Err(HttpError::Timeout(Duration::from_secs(1)))),
+            Answer::Retry {
+                reachable: true,
+                ..
+            }
+        ));
+        let ra = classify(resp(429, "{}", &[("retry-after", "3")]));
+        assert!(
+            matches!(ra, Answer::Retry { retry_after: Some(d), .. } if d == Duration::from_secs(3))
+        );
+    }
+
+    #[test]
+    fn the_create_parameters_are_the_same_bytes_every_time() {
+        let p = IntentParams {
+            amount: 430,
+            currency: "USD".into(),
+            payment_method: "pm_card_visa".into(),
+            payment_id: "pay_1".into(),
+            location_id: "loc-1".into(),
+        };
+        assert_eq!(p.form(), p.clone().form());
+        assert_eq!(
+            p.form(),
+            "amount=430&currency=usd&payment_method=pm_card_visa&confirm=true&payment_method_types%5B%5D=card&metadata%5Bposedge_payment_id%5D=pay_1&metadata%5Blocation_id%5D=loc-1"
+        );
+    }
+}
