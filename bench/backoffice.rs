@@ -2,14 +2,15 @@
 //!
 //! ```text
 //! backoffice serve --listen 127.0.0.1:PORT [--latency-ms 5] [--limit-per-sec N]
-//!                  [--down 1] [--open-after-ms MS]
+//!                  [--down 1] [--open-after-ms MS] [--log FILE]
 //!     HTTP/1.1 on PORT. Every POST is answered 200 after --latency-ms (a precise thread
 //!     sleep, not the 1 ms tokio timer wheel); every other GET at once with 200 (the probe);
 //!     GET /stats returns the counters as JSON. With --limit-per-sec N a POST that would be
 //!     the (N+1)-th accepted POST started within the trailing second is answered 429 at once
 //!     (Retry-After: 1) and counted; 429s do not use up the window. With --down 1 the port
 //!     stays closed until SIGUSR1 (or --open-after-ms). One JSON line on stdout per event
-//!     ("waiting", "open"), and the final stats on SIGTERM/SIGINT.
+//!     ("waiting", "open"), and the final stats on SIGTERM/SIGINT. --log FILE: one line per
+//!     POST, "arrival_ms status idempotency_key", flushed at SIGTERM/SIGINT.
 //! backoffice backlog --db PATH --rows N [--register R1]
 //!     inserts N sales (one line, one tax, one cash tender) with `posedge::ledger::record`
 //!     in ONE transaction on a migrated database, so each gets exactly the `naxml_sale`
@@ -37,7 +38,7 @@ use std::time::{Duration, Instant};
 fn usage() -> ExitCode {
     eprintln!(
         "usage:\n  backoffice serve --listen ADDR [--latency-ms MS] [--limit-per-sec N] \
-         [--down 1] [--open-after-ms MS]\n  \
+         [--down 1] [--open-after-ms MS] [--log FILE]\n  \
          backoffice backlog --db PATH --rows N [--register ID]"
     );
     ExitCode::from(2)
@@ -114,6 +115,9 @@ struct Shared {
     t0: Instant,
     latency: Duration,
     limit: Option<usize>,
+    /// `--log FILE`: one line per POST, "arrival_ms status key", written as soon as the
+    /// answer (200 or 429) is decided.
+    log: Option<Mutex<std::io::BufWriter<std::fs::File>>>,
     /// Calibration: how much shorter than the target to sleep (see `handle`).
     overshoot_ns: AtomicU64,
     state: Mutex<Counters>,
@@ -147,6 +151,9 @@ struct Counters {
     window_ok: VecDeque<Instant>,
     inflight: u64,
     max_inflight: u64,
+    /// Time spent with 0, 1, … 5, 6+ accepted POSTs in flight, from the first POST on.
+    occupancy: [Duration; 7],
+    occupancy_since: Option<Instant>,
     /// Sum over accepted POSTs of arrival → answer: mean concurrency = busy / span.
     busy: Duration,
     gets: u64,
@@ -162,6 +169,17 @@ fn ms(d: Duration) -> f64 {
 fn opt_ms(d: Option<Duration>) -> serde_json::Value {
     d.map(|d| json!((ms(d) * 1000.0).round() / 1000.0))
         .unwrap_or(serde_json::Value::Null)
+}
+
+impl Counters {
+    /// Call before every change of `inflight`.
+    fn account(&mut self, now: Instant) {
+        if let Some(since) = self.occupancy_since {
+            let level = (self.inflight as usize).min(6);
+            self.occupancy[level] += now.saturating_duration_since(since);
+        }
+        self.occupancy_since = Some(now);
+    }
 }
 
 impl Shared {
@@ -207,6 +225,7 @@ impl Shared {
             "max_posts_in_any_1s": c.max_in_window,
             "inflight": c.inflight,
             "max_inflight": c.max_inflight,
+            "occupancy_ms": c.occupancy.iter().map(|d| num(ms(*d))).collect::<Vec<_>>(),
             "mean_service_ms": num(mean_service_ms),
             "mean_concurrency": num(mean_concurrency),
             "gets": c.gets,
@@ -291,11 +310,22 @@ async fn handle(
             c.status_429 += 1;
         } else {
             c.window_ok.push_back(arrived);
+            c.account(arrived);
             c.inflight += 1;
             c.max_inflight = c.max_inflight.max(c.inflight);
         }
         limited
     };
+    if let Some(log) = &shared.log {
+        let mut w = log.lock().unwrap_or_else(|p| p.into_inner());
+        let _ = writeln!(
+            w,
+            "{:.3} {} {}",
+            ms(arrived - shared.t0),
+            if limited { 429 } else { 200 },
+            key.as_deref().unwrap_or("-")
+        );
+    }
     // Read the whole document, as a real back office would.
     let _ = req.into_body().collect().await;
     if limited {
@@ -327,6 +357,7 @@ async fn handle(
         let new = (old + error / 16).clamp(0, shared.latency.as_nanos() as i64 / 2);
         shared.overshoot_ns.store(new as u64, Ordering::Relaxed);
         let mut c = shared.state.lock().unwrap_or_else(|p| p.into_inner());
+        c.account(done);
         c.inflight -= 1;
         c.accepted += 1;
         c.busy += done - arrived;
@@ -360,10 +391,17 @@ fn serve(flags: &HashMap<String, String>) -> Result<String, String> {
                 .map_err(|e| format!("--open-after-ms {v:?}: {e}"))
         })
         .transpose()?;
+    let log = match flags.get("log") {
+        Some(path) => Some(Mutex::new(std::io::BufWriter::new(
+            std::fs::File::create(path).map_err(|e| format!("--log {path}: {e}"))?,
+        ))),
+        None => None,
+    };
     let shared = Arc::new(Shared {
         t0: Instant::now(),
         latency,
         limit,
+        log,
         overshoot_ns: AtomicU64::new(0),
         state: Mutex::new(Counters::default()),
     });
@@ -431,6 +469,9 @@ async fn serve_async(
             // Already open: a second SIGUSR1 is harmless.
             _ = usr1.recv() => {}
         }
+    }
+    if let Some(log) = &shared.log {
+        let _ = log.lock().unwrap_or_else(|p| p.into_inner()).flush();
     }
     Ok(shared.stats().to_string())
 }

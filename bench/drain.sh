@@ -325,7 +325,7 @@ record() { echo "$1" >> "$RESULTS"; }
 # ---------------------------------------------------------------------------------------
 scenario_drain() {
     template drain "$DRAIN_ROWS"
-    local run dir bo_port d_port stats busy0 busy1 dcpu not_delivered total
+    local run dir bo_port d_port stats busy0 busy1 dcpu bcpu not_delivered total
     for run in $(seq 1 "$RUNS"); do
         dir="$(fresh_run "drain-$run" drain)"
         bo_port="$(free_port)"
@@ -341,13 +341,14 @@ scenario_drain() {
         wait_queue_empty "$d_port"
         read -r busy1 _ <<<"$(machine_ticks)"
         dcpu="$(proc_ticks "$DAEMON_PID")"
+        bcpu="$(proc_ticks "$BO_PID")"
         stop_pid "$DAEMON_PID"
         stats="$(http_get "http://127.0.0.1:$bo_port/stats")"
         stop_pid "$BO_PID"
         not_delivered="$(db_count "$dir/data/posedge.db" "SELECT count(*) FROM outbox WHERE state != 'delivered'")"
         total="$(db_count "$dir/data/posedge.db" "SELECT count(*) FROM outbox")"
         local line
-        line="{\"scenario\":\"drain\",\"run\":$run,\"rows\":$DRAIN_ROWS,\"stats\":$stats,\"not_delivered\":$not_delivered,\"outbox_rows\":$total,\"daemon_cpu_s\":$(echo "$dcpu $CLK_TCK" | awk '{print $1/$2}'),\"machine_busy_s\":$(echo "$busy0 $busy1 $CLK_TCK" | awk '{print ($2-$1)/$3}'),\"wall_s\":$(echo "$t0 $t1" | awk '{print $2-$1}')}"
+        line="{\"scenario\":\"drain\",\"run\":$run,\"rows\":$DRAIN_ROWS,\"stats\":$stats,\"not_delivered\":$not_delivered,\"outbox_rows\":$total,\"daemon_cpu_s\":$(echo "$dcpu $CLK_TCK" | awk '{print $1/$2}'),\"backoffice_cpu_s\":$(echo "$bcpu $CLK_TCK" | awk '{print $1/$2}'),\"machine_busy_s\":$(echo "$busy0 $busy1 $CLK_TCK" | awk '{print ($2-$1)/$3}'),\"wall_s\":$(echo "$t0 $t1" | awk '{print $2-$1}')}"
         record "$line"
         python3 - "$line" <<'PY' >&2
 import json, sys
@@ -370,14 +371,24 @@ scenario_paced() {
         bo_port="$(free_port)"
         d_port="$(free_port)"
         write_config "$dir" "$d_port" "$bo_port" "$PACED_RATE"
-        start_backoffice "$dir" "$bo_port" --limit-per-sec "$PACED_RATE"
+        start_backoffice "$dir" "$bo_port" --limit-per-sec "$PACED_RATE" --log "$dir/posts.log"
         start_daemon "$dir" "$d_port"
         wait_accepted "$bo_port" "$PACED_ROWS" || true
         stop_pid "$DAEMON_PID"
         stats="$(http_get "http://127.0.0.1:$bo_port/stats")"
         stop_pid "$BO_PID"
         local line
-        line="{\"scenario\":\"paced\",\"run\":$run,\"rows\":$PACED_ROWS,\"stats\":$stats}"
+        # Gaps between consecutive POST arrivals, from the back office's log.
+        local gaps
+        gaps="$(python3 - "$dir/posts.log" <<'PY'
+import json, sys
+t = [float(l.split()[0]) for l in open(sys.argv[1]) if l.strip()]
+g = sorted(b - a for a, b in zip(t, t[1:]))
+pick = lambda p: g[min(len(g) - 1, int(p / 100 * len(g)))] if g else None
+print(json.dumps({"p1": pick(1), "p50": pick(50), "p99": pick(99), "n": len(g)}))
+PY
+)"
+        line="{\"scenario\":\"paced\",\"run\":$run,\"rows\":$PACED_ROWS,\"stats\":$stats,\"gaps_ms\":$gaps}"
         record "$line"
         python3 - "$line" <<'PY' >&2
 import json, sys
@@ -539,6 +550,12 @@ for r in by.get("drain", []):
     put("drain_service", s["mean_service_ms"])
     put("drain_cpu", 100 * r["daemon_cpu_s"] / (sp / 1000) if sp else None)
     put("drain_machine", 100 * r["machine_busy_s"] / r["wall_s"] / ncpu if r["wall_s"] else None)
+    put("drain_other", 100 * (r["machine_busy_s"] - r["daemon_cpu_s"] - r["backoffice_cpu_s"]) / r["wall_s"] / ncpu
+        if r["wall_s"] else None)
+    occ = s["occupancy_ms"]
+    if sum(occ) > 0:
+        put("drain_full", 100 * occ[5] / sum(occ))
+        put("drain_low", 100 * sum(occ[:3]) / sum(occ))
     ok = (s["distinct_keys"] == r["rows"] and s["duplicates"] == 0 and r["not_delivered"] == 0
           and r["outbox_rows"] == r["rows"])
     checks.setdefault("drain_once", []).append(ok)
@@ -554,6 +571,11 @@ for r in by.get("paced", []):
     put("paced_429", s["status_429"])
     put("paced_maxwin", s["max_posts_in_any_1s"])
     put("paced_gap", s["min_gap_ms"])
+    put("paced_ok_rate", s["accepted"] / (sp / 1000) if sp else None)
+    g = r.get("gaps_ms") or {}
+    put("paced_p1", g.get("p1"))
+    put("paced_p50", g.get("p50"))
+    put("paced_p99", g.get("p99"))
     checks.setdefault("paced_done", []).append(s["distinct_keys"] == r["rows"])
 for r in by.get("startup", []):
     w, s = r["watch"], r["stats"]
@@ -583,18 +605,25 @@ table = [
     ("drain_rate", "rows/s (first..last POST)", "{:.0f}", None),
     ("drain_pct", "% of ideal 1,000/s", "{:.1f}", None),
     ("drain_conc", "mean POSTs in flight (of 5)", "{:.2f}", None),
+    ("drain_full", "time with 5 POSTs in flight %", "{:.1f}", None),
+    ("drain_low", "time with 0-2 POSTs in flight %", "{:.1f}", None),
     ("drain_service", "back office answer ms (mean)", "{:.3f}", None),
     ("drain_cpu", "daemon CPU % of one core", "{:.0f}", None),
     ("drain_machine", f"machine CPU busy % ({ncpu} cores)", "{:.0f}", None),
+    ("drain_other", "  of which other processes %", "{:.0f}", None),
     ("drain_keys", "distinct keys received", "{:.0f}", None),
     ("drain_dups", "duplicate deliveries", "{:.0f}", None),
     ("drain_undelivered", "rows not 'delivered' at the end", "{:.0f}", None),
     ("paced", f"paced {int(by['paced'][0]['rows']) if 'paced' in by else 0:,} rows, limit 25/s", None, None),
     ("paced_rate", "POSTs/s ((n-1)/first..last)", "{:.3f}", None),
     ("paced_dev", "deviation from 25/s %", "{:.2f}", None),
+    ("paced_ok_rate", "accepted (2xx) POSTs/s", "{:.3f}", None),
     ("paced_429", "429 answers", "{:.0f}", None),
     ("paced_maxwin", "max POSTs started in any 1 s", "{:.0f}", None),
     ("paced_gap", "min gap between POSTs ms", "{:.2f}", None),
+    ("paced_p1", "gap between POSTs p1 ms", "{:.2f}", None),
+    ("paced_p50", "gap between POSTs p50 ms", "{:.2f}", None),
+    ("paced_p99", "gap between POSTs p99 ms", "{:.2f}", None),
     ("startup", f"start-up, {int(by['startup'][0]['rows']) if 'startup' in by else 0:,} pending, upstream down", None, None),
     ("st_ready", "exec -> READY=1 ms", "{:.0f}", None),
     ("st_healthz", "exec -> GET /healthz 200 ms", "{:.0f}", None),

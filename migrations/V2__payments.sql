@@ -35,3 +35,6 @@ CREATE TABLE payments (
 
 CREATE INDEX payments_offline_by_day ON payments (location_id, mode, business_date, status);
 CREATE INDEX payments_by_status ON payments (status);
+
+-- "Is this payment already paying for a sale?" without a scan.
+CREATE INDEX sale_tenders_by_payment ON sale_tenders (payment_id) WHERE payment_id IS NOT NULL;

@@ -38,7 +38,19 @@ const ALERTS: &[(&str, &str, &str)] = &[
         "4f0b3c1d2e8a4b6c9d7e5f3a1b2c4d07",
         "4f0b3c1d2e8a4b6c9d7e5f3a1b2c4d08",
     ),
+    (
+        "expired_payments",
+        "4f0b3c1d2e8a4b6c9d7e5f3a1b2c4d09",
+        "4f0b3c1d2e8a4b6c9d7e5f3a1b2c4d0a",
+    ),
 ];
+
+/// What the alerts look at besides the outbox: payments that need the merchant.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PaymentFacts {
+    /// Offline approvals that expired in the last 24 hours.
+    pub expired_recently: i64,
+}
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct Active {
@@ -83,9 +95,10 @@ impl Alerts {
     pub fn conditions(
         &self,
         stats: &Stats,
+        payments: PaymentFacts,
         net: &NetworkView,
         offline_for: &dyn Fn(Link) -> Option<Duration>,
-    ) -> [(&'static str, Option<String>); 4] {
+    ) -> [(&'static str, Option<String>); 5] {
         let c = &self.config;
         let offline = Link::ALL.into_iter().find_map(|l| {
             let d = offline_for(l)?;
@@ -123,6 +136,15 @@ impl Alerts {
                         )
                     }),
             ),
+            (
+                "expired_payments",
+                (payments.expired_recently > 0).then(|| {
+                    format!(
+                        "{} offline card payment(s) expired before Stripe accepted them; see /orders/offline-payments/stats",
+                        payments.expired_recently
+                    )
+                }),
+            ),
         ]
     }
 
@@ -130,11 +152,12 @@ impl Alerts {
     pub fn evaluate(
         &self,
         stats: &Stats,
+        payments: PaymentFacts,
         net: &NetworkView,
         offline_for: &dyn Fn(Link) -> Option<Duration>,
     ) {
         self.record_depth(stats);
-        let conditions = self.conditions(stats, net, offline_for);
+        let conditions = self.conditions(stats, payments, net, offline_for);
         let mut active = self.active.lock().unwrap_or_else(|p| p.into_inner());
         for (name, holds) in conditions {
             let (_, raised_id, cleared_id) = ALERTS
@@ -232,11 +255,11 @@ mod tests {
             pending: 101,
             ..Stats::default()
         };
-        alerts.evaluate(&deep, &view(), &never);
-        alerts.evaluate(&deep, &view(), &never);
+        alerts.evaluate(&deep, PaymentFacts::default(), &view(), &never);
+        alerts.evaluate(&deep, PaymentFacts::default(), &view(), &never);
         assert_eq!(alerts.active().len(), 1);
         assert_eq!(alerts.active()[0].alert, "queue_depth");
-        alerts.evaluate(&Stats::default(), &view(), &never);
+        alerts.evaluate(&Stats::default(), PaymentFacts::default(), &view(), &never);
         assert!(alerts.active().is_empty());
     }
 
@@ -251,11 +274,26 @@ mod tests {
         };
         let offline = |l: Link| (l == Link::Stripe).then_some(Duration::from_secs(30 * 60));
         let raised: Vec<_> = alerts
-            .conditions(&stats, &view(), &offline)
+            .conditions(
+                &stats,
+                PaymentFacts {
+                    expired_recently: 1,
+                },
+                &view(),
+                &offline,
+            )
             .into_iter()
             .filter_map(|(n, m)| m.map(|_| n))
             .collect();
         // 100 pending is not over 100; the others are at their thresholds.
-        assert_eq!(raised, ["offline_for", "dead_rows", "oldest_pending"]);
+        assert_eq!(
+            raised,
+            [
+                "offline_for",
+                "dead_rows",
+                "oldest_pending",
+                "expired_payments"
+            ]
+        );
     }
 }

@@ -124,6 +124,40 @@ pub fn verify(conn: &Connection) -> rusqlite::Result<Verification> {
     })
 }
 
+/// One exported row.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Exported {
+    pub id: i64,
+    pub at: String,
+    pub kind: String,
+    pub actor: String,
+    pub subject: Option<String>,
+    pub network: String,
+    pub details: String,
+    pub hash: String,
+}
+
+/// Rows with `from <= at < to` (RFC 3339 UTC strings compare in time order), in id order.
+pub fn export(conn: &Connection, from: &str, to: &str) -> rusqlite::Result<Vec<Exported>> {
+    conn.prepare(
+        "SELECT id, at, kind, actor, subject, network, details, hash FROM audit
+         WHERE at >= ?1 AND at < ?2 ORDER BY id",
+    )?
+    .query_map(params![from, to], |r| {
+        Ok(Exported {
+            id: r.get(0)?,
+            at: r.get(1)?,
+            kind: r.get(2)?,
+            actor: r.get(3)?,
+            subject: r.get(4)?,
+            network: r.get(5)?,
+            details: r.get(6)?,
+            hash: r.get(7)?,
+        })
+    })?
+    .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -13,10 +13,13 @@ use crate::outbox::backoff::Backoff;
 use crate::outbox::dispatcher::{self, Dispatcher, LaneLimits};
 use crate::outbox::kind::Kind;
 use crate::outbox::{queue, Upstream};
+use crate::payments::flow::Payments;
+use crate::payments::forward::{StripeForward, StripeVoid};
 use crate::probe::{Link, Probe};
 use crate::store::{OpenOptions, Store, StoreError};
 use crate::upstream::conexxus::SaleJournal;
 use crate::upstream::http::HttpClient;
+use crate::upstream::stripe::{load_secret_key, Stripe};
 use crate::{settings, systemd};
 use std::collections::HashMap;
 use std::future::Future;
@@ -90,11 +93,35 @@ impl Daemon {
             store.writer.clone(),
             metrics.clone(),
         );
-        let kinds: Vec<Arc<dyn Kind>> = vec![Arc::new(SaleJournal::new(
-            &config,
-            store.reads.clone(),
-            http.clone(),
-        ))];
+        let stripe = match &config.stripe {
+            Some(sc) => {
+                let config_error = |key: &str, message: String| ConfigError {
+                    file: config.source_label(),
+                    key: key.into(),
+                    message,
+                };
+                let key = load_secret_key(sc).map_err(|(k, m)| config_error(k, m))?;
+                Some(
+                    Stripe::new(sc, &key, http.clone())
+                        .map_err(|m| config_error("stripe.secret_key", m))?,
+                )
+            }
+            None => None,
+        };
+        let kinds: Vec<Arc<dyn Kind>> = vec![
+            Arc::new(SaleJournal::new(&config, store.reads.clone(), http.clone())),
+            Arc::new(StripeForward {
+                reads: store.reads.clone(),
+                stripe: stripe.clone(),
+                // A payment is money owed: keep trying for long (attempts only count when
+                // Stripe was reached; an outage costs none).
+                max_attempts: config.outbox.max_retries.max(20),
+            }),
+            Arc::new(StripeVoid {
+                reads: store.reads.clone(),
+                stripe: stripe.clone(),
+            }),
+        ];
         let max_concurrent = config.outbox.max_concurrent as usize;
         let mut limits = HashMap::new();
         limits.insert(
@@ -137,6 +164,14 @@ impl Daemon {
             process_interval: config.outbox.process_interval.0,
         });
         let alerts = Arc::new(Alerts::new(config.alerts.clone(), metrics.clone()));
+        let payments = Arc::new(Payments::new(
+            &config,
+            store.writer.clone(),
+            store.reads.clone(),
+            probe.clone(),
+            stripe,
+            dispatcher.clone(),
+        ));
         let state = AppState {
             config: Arc::new(config),
             writer: store.writer.clone(),
@@ -146,6 +181,7 @@ impl Daemon {
             probe,
             dispatcher,
             alerts,
+            payments,
         };
         Ok(Daemon { state, store, tls })
     }
@@ -260,6 +296,27 @@ async fn housekeeping(state: AppState) {
             .dispatcher
             .sweep(state.config.outbox.retention_days)
             .await;
+        expire_payments(&state).await;
+    }
+}
+
+/// Offline approvals not accepted by Stripe within `offline_window` become `expired`.
+async fn expire_payments(state: &AppState) {
+    let window = chrono::Duration::from_std(state.config.offline_payments.offline_window.0)
+        .unwrap_or(chrono::Duration::days(3));
+    let cutoff = crate::business_day::rfc3339(chrono::Utc::now() - window);
+    let network = state.probe.snapshot().summary();
+    let expired = state
+        .writer
+        .write(move |tx| crate::payments::expire(tx, &cutoff, &network).map_err(StoreError::from))
+        .await;
+    match expired {
+        Ok(ids) => {
+            for id in &ids {
+                tracing::warn!(payment_id = %id, "offline payment expired before Stripe accepted it; recover it with the customer");
+            }
+        }
+        Err(e) => tracing::error!(error = %e, "cannot expire old offline payments"),
     }
 }
 
@@ -269,16 +326,25 @@ async fn evaluate_alerts(state: AppState) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {
         tick.tick().await;
-        let stats = state
+        let since = crate::business_day::rfc3339(chrono::Utc::now() - chrono::Duration::hours(24));
+        let facts = state
             .reads
-            .read(|c| queue::stats(c).map_err(StoreError::from))
+            .read(move |c| {
+                let stats = queue::stats(c)?;
+                let expired_recently: i64 = c.query_row(
+                    "SELECT count(*) FROM payments WHERE status = 'expired' AND updated_at >= ?1",
+                    [&since],
+                    |r| r.get(0),
+                )?;
+                Ok::<_, StoreError>((stats, crate::alerts::PaymentFacts { expired_recently }))
+            })
             .await;
-        match stats {
-            Ok(stats) => {
+        match facts {
+            Ok((stats, payments)) => {
                 let probe = state.probe.clone();
                 state
                     .alerts
-                    .evaluate(&stats, &state.probe.snapshot(), &move |l| {
+                    .evaluate(&stats, payments, &state.probe.snapshot(), &move |l| {
                         probe.offline_for(l)
                     });
             }

@@ -165,6 +165,51 @@ fn audit_verify_passes_an_intact_chain_and_names_the_first_edited_row() {
     let (code, out) = posedge(dir.path(), &["audit", "verify"]);
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("audit trail intact"), "{out}");
+    let today = chrono::Utc::now().date_naive();
+    let from = today.to_string();
+    let to = today.succ_opt().unwrap().to_string();
+    let (code, csv) = posedge(
+        dir.path(),
+        &["audit", "export", "--from", &from, "--to", &to],
+    );
+    assert_eq!(code, 0, "{csv}");
+    let mut lines = csv.lines();
+    assert_eq!(
+        lines.next(),
+        Some("id,at,kind,actor,subject,network,details,hash")
+    );
+    assert_eq!(
+        lines.filter(|l| l.contains(",network_mode,")).count(),
+        3,
+        "{csv}"
+    );
+    let (code, jsonl) = posedge(
+        dir.path(),
+        &["audit", "export", "--from", &from, "--format", "jsonl"],
+    );
+    assert_eq!(code, 0);
+    let kinds: Vec<String> = jsonl
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["kind"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(kinds.iter().filter(|k| *k == "network_mode").count(), 3);
+    let (_, none) = posedge(
+        dir.path(),
+        &[
+            "audit",
+            "export",
+            "--from",
+            "2000-01-01",
+            "--to",
+            "2000-01-02",
+        ],
+    );
+    assert_eq!(none.trim(), "", "rows outside the range were exported");
     let db = dir.path().join("posedge.db");
     let target = count(
         &db,

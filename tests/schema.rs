@@ -105,3 +105,103 @@ fn the_schema_enforces_integer_money_and_known_states() {
     );
     assert!(bad_state.is_err(), "an unknown outbox state was stored");
 }
+
+/// A database as the first schema left it: the V1 migration applied by hand, recorded in
+/// refinery's history exactly as refinery records it, with a sale in it.
+fn make_v1_database(db: &Path) {
+    let conn = rusqlite::Connection::open(db).unwrap();
+    conn.execute_batch("PRAGMA journal_mode=WAL;").unwrap();
+    let v1 = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/migrations/V1__ledger_and_outbox.sql"
+    ))
+    .unwrap();
+    conn.execute_batch(&v1).unwrap();
+    // refinery's checksum of V1, as it would have stored it.
+    let checksum = refinery_v1_checksum();
+    conn.execute_batch(&format!(
+        "CREATE TABLE refinery_schema_history (version INT4 PRIMARY KEY, name VARCHAR(255), applied_on VARCHAR(255), checksum VARCHAR(255));
+         INSERT INTO refinery_schema_history VALUES (1, 'ledger_and_outbox', '2026-11-01T00:00:00Z', '{checksum}');
+         INSERT INTO sales (id, location_id, register_id, client_txn_id, request_sha256, cashier_id, currency, total, business_date, created_at)
+         VALUES ('sale_OLD1', 'loc-test', 'R1', 'OLD-1', '{sha}', 'E1', 'USD', 430, '2026-11-01', '2026-11-01T12:00:00.000Z');
+         INSERT INTO sale_lines VALUES ('sale_OLD1', 0, '049000050103', 'Cola', 2000, 199, 398, '101', '1');
+         INSERT INTO sale_tenders VALUES ('sale_OLD1', 0, 'cash', 430, NULL);",
+        sha = "a".repeat(64)
+    ))
+    .unwrap();
+}
+
+fn refinery_v1_checksum() -> String {
+    // The daemon's own migrations embed the same file; ask a fresh database what refinery
+    // writes for V1.
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("fresh.db");
+    let mut conn = posedge::store::open_rw(&db).unwrap();
+    posedge::store::migrate::run(&mut conn, &db, dir.path()).unwrap();
+    conn.query_row(
+        "SELECT checksum FROM refinery_schema_history WHERE version = 1",
+        [],
+        |r| r.get(0),
+    )
+    .unwrap()
+}
+
+#[test]
+fn a_v1_database_is_snapshotted_then_upgraded_keeping_every_row() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("posedge.db");
+    make_v1_database(&db);
+    let config = dir.path().join("config.toml");
+    std::fs::write(&config, config_toml(dir.path(), "127.0.0.1:9", "", "")).unwrap();
+    let out = Command::new(posedge_bin())
+        .args(["migrate", "--config", config.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("migrated v1 → v2"), "{text}");
+    let snapshots: Vec<_> = std::fs::read_dir(dir.path().join("backups"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(snapshots.len(), 1, "{snapshots:?}");
+    let snap = &snapshots[0];
+    assert!(snap
+        .file_name()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .contains("pre-migration-v1-to-v2"));
+    assert_eq!(
+        count(snap, "SELECT count(*) FROM sales"),
+        1,
+        "the snapshot lacks the old sale"
+    );
+    assert_eq!(
+        count(snap, "SELECT max(version) FROM refinery_schema_history"),
+        1
+    );
+    assert_eq!(
+        count(&db, "SELECT max(version) FROM refinery_schema_history"),
+        2
+    );
+    assert_eq!(
+        count(&db, "SELECT total FROM sales WHERE id = 'sale_OLD1'"),
+        430
+    );
+    assert_eq!(
+        count(
+            &db,
+            "SELECT quantity_milli FROM sale_lines WHERE sale_id = 'sale_OLD1'"
+        ),
+        2000
+    );
+    assert_eq!(count(&db, "SELECT count(*) FROM payments"), 0);
+    // Running it again is a no-op.
+    let again = Command::new(posedge_bin())
+        .args(["migrate", "--config", config.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&again.stdout).contains("already at v2"));
+}

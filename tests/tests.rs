@@ -12,6 +12,7 @@ mod config_errors;
 mod crash;
 mod lifecycle;
 mod outbox;
+mod payments;
 mod sales_api;
 mod schema;
 mod security;

@@ -276,6 +276,14 @@ impl BinaryDaemon {
     }
 }
 
+/// A test that fails mid-way must not leave a daemon running.
+impl Drop for BinaryDaemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 fn unsafe_sigterm(pid: u32) {
     let _ = Command::new("kill")
         .args(["-TERM", &pid.to_string()])
@@ -354,4 +362,53 @@ timeout = "1s"
 {extra_conexxus}
 "#
     )
+}
+
+/// A manager M1 with PIN 2468 and M2 with PIN 1357 (argon2id hashes made once per run).
+pub fn managers_toml() -> String {
+    static HASHES: std::sync::OnceLock<(String, String)> = std::sync::OnceLock::new();
+    let (m1, m2) = HASHES.get_or_init(|| {
+        (
+            posedge::credentials::hash_pin("2468").unwrap(),
+            posedge::credentials::hash_pin("1357").unwrap(),
+        )
+    });
+    format!("\n[[managers]]\nid = \"M1\"\npin_hash = \"{m1}\"\n\n[[managers]]\nid = \"M2\"\npin_hash = \"{m2}\"\n")
+}
+
+/// Stripe at `base` with a 1 s online timeout, fast probing and retries, two managers.
+pub fn stripe_toml(base: &str, extra_offline: &str) -> String {
+    format!(
+        r#"
+[probe]
+interval = "200ms"
+offline_interval = "100ms"
+timeout = "1s"
+internet_targets = []
+
+[outbox]
+backoff_base = "50ms"
+backoff_max = "300ms"
+process_interval = "1s"
+
+[stripe]
+api_base = "{base}"
+secret_key = "sk_test_posedge"
+online_timeout = "1s"
+rate_limit_per_sec = 50
+
+[offline_payments]
+{extra_offline}
+{managers}"#,
+        managers = managers_toml()
+    )
+}
+
+/// A card payment request.
+pub fn card_payment(register: &str, client_id: &str, amount: i64, pm: &str) -> serde_json::Value {
+    serde_json::json!({
+        "client_payment_id": client_id, "register_id": register, "cashier_id": "E7",
+        "method": "card", "amount": amount, "currency": "USD",
+        "payment_method": pm, "card": {"brand": "visa", "last4": "4242"}
+    })
 }

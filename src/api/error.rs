@@ -108,6 +108,7 @@ impl From<LedgerError> for ApiError {
             LedgerError::Conflict { .. } => {
                 ApiError::new(StatusCode::CONFLICT, "client_txn_id_reused", e.to_string())
             }
+            LedgerError::Rule(r) => r.into(),
             LedgerError::Store(s) => s.into(),
         }
     }

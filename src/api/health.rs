@@ -38,14 +38,13 @@ pub async fn status(
     let cfg = &state.config;
     let offline = &cfg.resolved.offline;
     let net = state.probe.snapshot();
+    let (remaining_today, _) = state.payments.remaining().await?;
     Ok(Json(json!({
         "mode": net.mode,
         "since": net.since,
         "offline_payments": {
             "enabled": cfg.offline_payments.enabled,
-            // No offline approvals can exist before the payments capability; the whole
-            // daily limit remains.
-            "remaining_today": offline.max_daily_total,
+            "remaining_today": remaining_today,
             "approval_required_over": offline.approval_required_over,
         },
         "outbox": {"pending": pending},

@@ -12,6 +12,7 @@ pub mod body;
 pub mod error;
 mod health;
 mod network;
+mod payments;
 mod queue;
 mod sales;
 pub mod serve;
@@ -44,6 +45,7 @@ pub struct AppState {
     pub probe: Arc<Probe>,
     pub dispatcher: Arc<Dispatcher>,
     pub alerts: Arc<Alerts>,
+    pub payments: Arc<crate::payments::flow::Payments>,
 }
 
 /// The route table.
@@ -51,6 +53,12 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/v1/sales", post(sales::create))
         .route("/v1/sales/{id}", get(sales::show))
+        .route("/v1/payments", post(payments::create))
+        .route("/v1/payments/{id}", get(payments::show))
+        .route("/v1/payments/{id}/approve", post(payments::approve))
+        .route("/v1/payments/{id}/reject", post(payments::reject))
+        .route("/orders/offline-payments/config", get(payments::config))
+        .route("/orders/offline-payments/stats", get(payments::stats))
         .route("/v1/status", get(health::status))
         .route("/healthz", get(health::healthz))
         .route("/health/network", get(network::show))

@@ -55,6 +55,36 @@ pub enum NetworkAction {
 pub enum AuditAction {
     /// Recompute the hash chain; exit 1 and name the first broken row if it does not hold.
     Verify,
+    /// Write the rows of a date range (UTC; `--to` is exclusive) as CSV or JSON lines.
+    Export {
+        /// First day or moment, e.g. 2026-11-01 or 2026-11-01T06:00:00Z.
+        #[arg(long)]
+        from: String,
+        /// Day or moment after the last one; default: now.
+        #[arg(long)]
+        to: Option<String>,
+        #[arg(long, value_parser = ["csv", "jsonl"], default_value = "csv")]
+        format: String,
+        /// File to write; default standard output.
+        #[arg(long)]
+        output: Option<PathBuf>,
+    },
+}
+
+/// `2026-11-01` → `2026-11-01T00:00:00.000Z`; RFC 3339 moments are normalised to UTC.
+fn moment(s: &str) -> Result<String, StartError> {
+    if let Ok(d) = chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d") {
+        return Ok(crate::business_day::rfc3339(
+            d.and_time(chrono::NaiveTime::MIN).and_utc(),
+        ));
+    }
+    chrono::DateTime::parse_from_rfc3339(s)
+        .map(|d| crate::business_day::rfc3339(d.with_timezone(&chrono::Utc)))
+        .map_err(|_| {
+            failed(format!(
+                "{s:?} is not a date (2026-11-01) or an RFC 3339 moment"
+            ))
+        })
 }
 
 fn failed(message: String) -> StartError {
@@ -267,6 +297,46 @@ pub fn network(config: Option<PathBuf>, action: NetworkAction) -> Result<String,
 pub fn audit(config: Option<PathBuf>, action: AuditAction) -> Result<String, StartError> {
     let config = Config::load(config.as_deref())?;
     match action {
+        AuditAction::Export {
+            from,
+            to,
+            format,
+            output,
+        } => {
+            let from = moment(&from)?;
+            let to = match to {
+                Some(t) => moment(&t)?,
+                None => crate::business_day::rfc3339(chrono::Utc::now()),
+            };
+            let conn = store::open_ro(&config.resolved.database_path)?;
+            let rows = audit::export(&conn, &from, &to).map_err(store_err)?;
+            let mut buf = Vec::new();
+            if format == "jsonl" {
+                for r in &rows {
+                    buf.extend(serde_json::to_vec(r).unwrap_or_default());
+                    buf.push(b'\n');
+                }
+            } else {
+                let mut w = csv::Writer::from_writer(&mut buf);
+                for r in &rows {
+                    w.serialize(r).map_err(|e| failed(e.to_string()))?;
+                }
+                w.flush().map_err(|e| failed(e.to_string()))?;
+                drop(w);
+            }
+            match output {
+                Some(path) => {
+                    std::fs::write(&path, &buf)
+                        .map_err(|e| failed(format!("cannot write {}: {e}", path.display())))?;
+                    Ok(format!(
+                        "{} audit rows from {from} to {to} written to {}",
+                        rows.len(),
+                        path.display()
+                    ))
+                }
+                None => Ok(String::from_utf8_lossy(&buf).trim_end().to_string()),
+            }
+        }
         AuditAction::Verify => {
             let conn = store::open_ro(&config.resolved.database_path)?;
             let v = audit::verify(&conn).map_err(store_err)?;

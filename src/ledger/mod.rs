@@ -44,8 +44,63 @@ pub enum LedgerError {
         client_txn_id: String,
         existing: String,
     },
+    /// A rule that needs the database to check (card tenders and their payments).
+    #[error("{0}")]
+    Rule(validate::RuleError),
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
+}
+
+/// Payment states a card tender may name: the money is, or is approved to be, collected.
+pub const PAYING_STATES: &[&str] = &["captured", "authorized", "approved_offline", "forwarding"];
+
+/// Each card tender must name an existing payment of the same amount, in a paying state,
+/// not already used by another sale. Runs inside the sale's transaction.
+fn check_card_tenders(tx: &Transaction<'_>, sale: &SaleRequest) -> Result<(), LedgerError> {
+    let rule = |code: &'static str, message: String| {
+        LedgerError::Rule(validate::RuleError { code, message })
+    };
+    for (i, t) in sale.tenders.iter().enumerate() {
+        let (Some(pid), "card") = (&t.payment_id, t.method.as_str()) else {
+            continue;
+        };
+        let found: Option<(i64, String, String)> = tx
+            .prepare_cached("SELECT amount, status, currency FROM payments WHERE id = ?1")?
+            .query_row([pid], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .optional()?;
+        let Some((amount, status, currency)) = found else {
+            return Err(rule(
+                "payment_not_found",
+                format!("tenders[{i}].payment_id {pid:?} is not a payment of this store"),
+            ));
+        };
+        if amount != t.amount || currency != sale.currency {
+            return Err(rule(
+                "payment_amount_mismatch",
+                format!(
+                    "tenders[{i}] is {} but payment {pid} is {amount} {currency}",
+                    t.amount
+                ),
+            ));
+        }
+        if !PAYING_STATES.contains(&status.as_str()) {
+            return Err(rule(
+                "payment_not_paying",
+                format!("payment {pid} is {status}; it cannot pay for a sale"),
+            ));
+        }
+        let used: Option<String> = tx
+            .prepare_cached("SELECT sale_id FROM sale_tenders WHERE payment_id = ?1 AND method = 'card' LIMIT 1")?
+            .query_row([pid], |r| r.get(0))
+            .optional()?;
+        if let Some(other) = used {
+            return Err(rule(
+                "payment_already_used",
+                format!("payment {pid} already pays for sale {other}"),
+            ));
+        }
+    }
+    Ok(())
 }
 
 impl From<rusqlite::Error> for LedgerError {
@@ -109,6 +164,7 @@ pub fn record(
         }));
     }
 
+    check_card_tenders(tx, sale)?;
     let id = format!("sale_{}", ulid::Ulid::new());
     tx.prepare_cached(
         "INSERT INTO sales (id, location_id, register_id, client_txn_id, request_sha256,

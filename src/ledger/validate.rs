@@ -179,6 +179,20 @@ pub fn validate(sale: &SaleRequest, store_currency: Currency) -> Result<(), Rule
         }
         if let Some(p) = &tender.payment_id {
             check_text(&format!("tenders[{i}].payment_id"), p, 64)?;
+            if sale.tenders[..i]
+                .iter()
+                .any(|t| t.payment_id.as_ref() == Some(p))
+            {
+                return Err(rule(
+                    "payment_already_used",
+                    format!("tenders[{i}] names payment {p} a second time"),
+                ));
+            }
+        } else if tender.method == "card" {
+            return Err(rule(
+                "card_tender_needs_payment",
+                format!("tenders[{i}] is a card tender: name the payment_id that POST /v1/payments returned"),
+            ));
         }
         tenders_sum += tender.amount;
     }
@@ -290,6 +304,18 @@ mod tests {
             payment_id: None,
         }];
         assert_eq!(code(s), "invalid_tender_amount");
+    }
+
+    #[test]
+    fn one_payment_cannot_pay_twice_within_a_sale() {
+        let mut s = sale();
+        let t = TenderRequest {
+            method: "card".into(),
+            amount: 215,
+            payment_id: Some("pay_1".into()),
+        };
+        s.tenders = vec![t.clone(), t];
+        assert_eq!(code(s), "payment_already_used");
     }
 
     #[test]

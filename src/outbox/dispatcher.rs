@@ -18,9 +18,8 @@
 //!   waits a bounded time for sends in flight; whatever is unfinished stays pending.
 
 use super::backoff::Backoff;
-use super::kind::{Kind, Outcome};
+use super::kind::{Kind, Outcome, Slots};
 use super::queue::{self, Row};
-use super::rate::Pacer;
 use super::Upstream;
 use crate::metrics::Metrics;
 use crate::probe::{Link, Probe};
@@ -165,11 +164,14 @@ impl Dispatcher {
 
     async fn lane(self: Arc<Self>, up: Upstream, mut stop: watch::Receiver<bool>, grace: Duration) {
         let limits = self.limits(up);
-        let slots = Arc::new(Semaphore::new(limits.max_concurrent));
-        // Held by every delivery task until its outcome is recorded, so shutdown can wait
-        // for outcomes too, not only for upstream calls.
-        let tasks = Arc::new(Semaphore::new(MAX_TASKS as usize));
-        let mut pacer = Pacer::new(limits.rate_per_sec);
+        let slots = Arc::new(Slots::new(limits.max_concurrent, limits.rate_per_sec));
+        // Deliveries alive at once: those calling the upstream plus as many again preparing
+        // their request, so the next call is ready when a slot frees. Each holds its permit
+        // until its outcome is recorded, so shutdown can wait for outcomes too.
+        let lookahead = u32::try_from(limits.max_concurrent * 2)
+            .unwrap_or(MAX_TASKS)
+            .clamp(2, MAX_TASKS);
+        let tasks = Arc::new(Semaphore::new(lookahead as usize));
         let mut net = self.probe.subscribe();
         let link = link_of(up);
         let wake = self.wake[&up].clone();
@@ -179,9 +181,7 @@ impl Dispatcher {
             .rate_per_sec
             .map(|r| r as usize * 2)
             .unwrap_or(usize::MAX);
-        let batch = (limits.max_concurrent * 8)
-            .clamp(16, 256)
-            .min(paced_batch.max(4));
+        let batch = 256.min(paced_batch.max(4));
         let mut local: VecDeque<Row> = VecDeque::new();
         tracing::info!(upstream = up.as_str(), max_concurrent = limits.max_concurrent, rate = ?limits.rate_per_sec, "outbox lane started");
         loop {
@@ -230,32 +230,24 @@ impl Dispatcher {
                     }
                 }
             }
-            let permit = tokio::select! {
-                p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+            let task = tokio::select! {
+                t = tasks.clone().acquire_owned() => match t { Ok(t) => t, Err(_) => break },
                 _ = stop.changed() => continue,
             };
-            tokio::select! {
-                _ = pacer.ready() => {}
-                _ = stop.changed() => continue,
-            }
             if !net.borrow().link(link).usable() {
                 continue;
             }
             let Some(row) = local.pop_front() else {
                 continue;
             };
-            let me = self.clone();
-            let Ok(task) = tasks.clone().acquire_owned().await else {
-                break;
-            };
+            let (me, slots) = (self.clone(), slots.clone());
             tokio::spawn(async move {
-                me.deliver(row, permit).await;
+                me.deliver(row, &slots).await;
                 drop(task);
             });
         }
         self.give_back(&mut local).await;
-        let max = u32::try_from(limits.max_concurrent).unwrap_or(u32::MAX);
-        if tokio::time::timeout(grace, slots.acquire_many(max))
+        if tokio::time::timeout(grace, tasks.acquire_many(lookahead))
             .await
             .is_err()
         {
@@ -293,10 +285,9 @@ impl Dispatcher {
         }
     }
 
-    /// Sends one row and records its outcome. The slot (`permit`) is freed as soon as the
-    /// upstream has answered: recording the outcome is local work and must not hold back the
-    /// next call.
-    async fn deliver(&self, row: Row, permit: tokio::sync::OwnedSemaphorePermit) {
+    /// Prepares and sends one row, then records its outcome. The kind holds a call slot only
+    /// around its network call: local work before and after never holds one back.
+    async fn deliver(&self, row: Row, slots: &Slots) {
         let Some(kind) = self.kinds.get(row.kind.as_str()).cloned() else {
             let error = format!("no sender for kind {:?}", row.kind);
             let due = self.now_ms();
@@ -309,8 +300,7 @@ impl Dispatcher {
             return;
         };
         let link = link_of(kind.upstream());
-        let outcome = kind.send(&row).await;
-        drop(permit);
+        let outcome = kind.send(&row, slots).await;
         match &outcome {
             Outcome::Delivered { .. } => self.probe.passive(link, true, None),
             Outcome::Retry {

@@ -2,11 +2,14 @@
 //! is sent, and what its outcome changes locally (in the same transaction that records it).
 
 use super::queue::Row;
+use super::rate::Pacer;
 use super::Upstream;
 use rusqlite::Transaction;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// How one attempt ended, as the retry policy needs it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,6 +36,35 @@ impl Outcome {
     }
 }
 
+/// The right to call an upstream: at most `max_concurrent` at once, paced to its rate limit.
+/// A kind takes a slot right before its network call and holds it until the answer, so local
+/// work (reading the ledger, rendering a document) never occupies one.
+pub struct Slots {
+    calls: Arc<Semaphore>,
+    pacer: tokio::sync::Mutex<Pacer>,
+}
+
+impl Slots {
+    pub fn new(max_concurrent: usize, rate_per_sec: Option<u32>) -> Slots {
+        Slots {
+            calls: Arc::new(Semaphore::new(max_concurrent.max(1))),
+            pacer: tokio::sync::Mutex::new(Pacer::new(rate_per_sec)),
+        }
+    }
+
+    /// Waits for a free call slot, then for the pacer.
+    pub async fn acquire(&self) -> OwnedSemaphorePermit {
+        let permit = self
+            .calls
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("the call semaphore is never closed");
+        self.pacer.lock().await.ready().await;
+        permit
+    }
+}
+
 pub type SendFuture<'a> = Pin<Box<dyn Future<Output = Outcome> + Send + 'a>>;
 
 pub trait Kind: Send + Sync + 'static {
@@ -41,8 +73,9 @@ pub trait Kind: Send + Sync + 'static {
     fn upstream(&self) -> Upstream;
     /// Failed attempts after which a row is `dead`.
     fn max_attempts(&self) -> u32;
-    /// One attempt. The row's idempotency key must go with it, unchanged.
-    fn send<'a>(&'a self, row: &'a Row) -> SendFuture<'a>;
+    /// One attempt. The row's idempotency key must go with it, unchanged. Every network call
+    /// is made while holding a slot from `slots`.
+    fn send<'a>(&'a self, row: &'a Row, slots: &'a Slots) -> SendFuture<'a>;
     /// Local consequences of the outcome, written in the transaction that records it.
     fn on_outcome(
         &self,

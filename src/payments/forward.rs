@@ -13,7 +13,7 @@
 use super::flow::intent_params;
 use super::{Payment, Update};
 use crate::audit;
-use crate::outbox::kind::{Kind, Outcome, SendFuture};
+use crate::outbox::kind::{Kind, Outcome, SendFuture, Slots};
 use crate::outbox::queue::Row;
 use crate::outbox::Upstream;
 use crate::store::{Reads, StoreError};
@@ -51,6 +51,12 @@ async fn load(reads: &Reads, row: &Row) -> Result<Payment, Outcome> {
     }
 }
 
+/// Makes one Stripe call while holding a call slot.
+async fn call<T>(slots: &Slots, request: impl std::future::Future<Output = T>) -> T {
+    let _slot = slots.acquire().await;
+    request.await
+}
+
 fn retry(error: String, retry_after: Option<Duration>, reachable: bool) -> Outcome {
     Outcome::Retry {
         error,
@@ -82,14 +88,14 @@ pub struct StripeForward {
 }
 
 impl StripeForward {
-    async fn attempt(&self, stripe: &Stripe, p: &Payment) -> Outcome {
+    async fn attempt(&self, stripe: &Stripe, p: &Payment, slots: &Slots) -> Outcome {
         let first_try = chrono::DateTime::parse_from_rfc3339(&p.created_at)
             .map(|d| d.with_timezone(&chrono::Utc));
         let old = first_try
             .map(|t| chrono::Utc::now() - t > KEY_MEMORY)
             .unwrap_or(true);
         if old {
-            match stripe.find_by_payment(&p.id, CALL_TIMEOUT).await {
+            match call(slots, stripe.find_by_payment(&p.id, CALL_TIMEOUT)).await {
                 Ok(Some((_, found))) => {
                     if let Some(d) = final_detail(&found) {
                         return Outcome::Delivered { detail: d };
@@ -108,9 +114,11 @@ impl StripeForward {
                 }
             }
         }
-        let answer = stripe
-            .create_intent(&intent_params(p), &p.idempotency_key, CALL_TIMEOUT)
-            .await;
+        let answer = call(
+            slots,
+            stripe.create_intent(&intent_params(p), &p.idempotency_key, CALL_TIMEOUT),
+        )
+        .await;
         if let Some(d) = final_detail(&answer) {
             return Outcome::Delivered { detail: d };
         }
@@ -127,7 +135,8 @@ impl StripeForward {
             } => {
                 // Unclear (e.g. a saved 500): read what Stripe actually has.
                 if reachable {
-                    if let Ok(Some((_, found))) = stripe.find_by_payment(&p.id, CALL_TIMEOUT).await
+                    if let Ok(Some((_, found))) =
+                        call(slots, stripe.find_by_payment(&p.id, CALL_TIMEOUT)).await
                     {
                         if let Some(d) = final_detail(&found) {
                             return Outcome::Delivered { detail: d };
@@ -155,7 +164,7 @@ impl Kind for StripeForward {
         self.max_attempts
     }
 
-    fn send<'a>(&'a self, row: &'a Row) -> SendFuture<'a> {
+    fn send<'a>(&'a self, row: &'a Row, slots: &'a Slots) -> SendFuture<'a> {
         Box::pin(async move {
             let Some(stripe) = &self.stripe else {
                 return retry("stripe is not configured".into(), None, false);
@@ -169,7 +178,7 @@ impl Kind for StripeForward {
                 {
                     Outcome::delivered()
                 }
-                Ok(p) => self.attempt(stripe, &p).await,
+                Ok(p) => self.attempt(stripe, &p, slots).await,
                 Err(outcome) => outcome,
             }
         })
@@ -252,7 +261,7 @@ impl Kind for StripeVoid {
         10
     }
 
-    fn send<'a>(&'a self, row: &'a Row) -> SendFuture<'a> {
+    fn send<'a>(&'a self, row: &'a Row, slots: &'a Slots) -> SendFuture<'a> {
         Box::pin(async move {
             let Some(stripe) = &self.stripe else {
                 return retry("stripe is not configured".into(), None, false);
@@ -261,11 +270,13 @@ impl Kind for StripeVoid {
                 Ok(p) => p,
                 Err(o) => return o,
             };
-            match stripe.find_by_payment(&p.id, CALL_TIMEOUT).await {
+            match call(slots, stripe.find_by_payment(&p.id, CALL_TIMEOUT)).await {
                 Ok(Some((intent, Answer::Succeeded { .. }))) => {
-                    match stripe
-                        .refund(&intent, &row.idempotency_key, CALL_TIMEOUT)
-                        .await
+                    match call(
+                        slots,
+                        stripe.refund(&intent, &row.idempotency_key, CALL_TIMEOUT),
+                    )
+                    .await
                     {
                         Answer::Succeeded { .. } => Outcome::Delivered {
                             detail: json!({"voided": "refunded", "intent": intent}),
@@ -281,9 +292,11 @@ impl Kind for StripeVoid {
                     }
                 }
                 Ok(Some((intent, Answer::Authorized { .. }))) => {
-                    match stripe
-                        .cancel(&intent, &row.idempotency_key, CALL_TIMEOUT)
-                        .await
+                    match call(
+                        slots,
+                        stripe.cancel(&intent, &row.idempotency_key, CALL_TIMEOUT),
+                    )
+                    .await
                     {
                         Answer::Retry {
                             error,

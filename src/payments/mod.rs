@@ -377,7 +377,12 @@ pub fn decide_offline(
     let counters = counters(tx, &p.location_id, &p.business_date)?;
     let decision = policy::decide(&p.method, p.amount, policy, counters);
     let (status, code, message) = match decision {
-        Decision::Approve => ("approved_offline", None, None),
+        // Overwrites any earlier "a manager must approve" message.
+        Decision::Approve => (
+            "approved_offline",
+            None,
+            Some("Approved offline; it goes to Stripe when Stripe is reachable."),
+        ),
         Decision::NeedsApproval => (
             "pending_approval",
             None,
@@ -385,8 +390,11 @@ pub fn decide_offline(
         ),
         Decision::Refuse(r) => ("refused_offline", Some(r.code()), Some(r.message())),
     };
-    let approved_by = (decision == Decision::Approve && ctx.actor.starts_with("manager:"))
-        .then_some(ctx.actor.as_str());
+    // The manager's own id, as the reject path stores it.
+    let approved_by = match decision {
+        Decision::Approve => ctx.actor.strip_prefix("manager:"),
+        _ => None,
+    };
     update(
         tx,
         &p.id,
@@ -458,4 +466,117 @@ pub fn expire(
         )?;
     }
     Ok(ids)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::business_day::business_date;
+    use chrono::TimeZone;
+    use policy::{decide, Refusal};
+
+    fn db() -> (tempfile::TempDir, Connection) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p.db");
+        let mut conn = crate::store::open_rw(&path).unwrap();
+        crate::store::migrate::run(&mut conn, &path, dir.path()).unwrap();
+        (dir, conn)
+    }
+
+    fn approve_offline(conn: &mut Connection, id: &str, amount: i64, business_date: &str) {
+        let req = PaymentRequest {
+            client_payment_id: id.into(),
+            register_id: "R1".into(),
+            cashier_id: "E1".into(),
+            method: "card".into(),
+            amount,
+            currency: "USD".into(),
+            payment_method: Some("pm_card_visa".into()),
+            card: None,
+        };
+        let tx = conn.transaction().unwrap();
+        insert(
+            &tx,
+            &NewPayment {
+                id,
+                req: &req,
+                fingerprint: &"0".repeat(64),
+                location_id: "loc-1",
+                business_date,
+                status: "approved_offline",
+                mode: "offline",
+                online_attempted: false,
+                now: "2026-11-25T05:00:00.000Z",
+            },
+        )
+        .unwrap();
+        tx.commit().unwrap();
+    }
+
+    fn policy() -> Policy {
+        Policy {
+            enabled: true,
+            allowed_methods: vec!["card".into()],
+            max_transaction_amount: 50_000,
+            max_daily_total: 100_000,
+            max_outstanding_total: 1_000_000,
+            require_manager_approval: false,
+            approval_required_over: 1_000_000,
+        }
+    }
+
+    #[test]
+    fn the_daily_limit_resets_at_midnight_in_the_store_time_zone_not_utc() {
+        let chicago: chrono_tz::Tz = "America/Chicago".parse().unwrap();
+        let midnight = chrono::NaiveTime::MIN;
+        // 05:59 UTC on the 25th is 23:59 on the 24th in Chicago; 06:00 UTC is its midnight.
+        let before = business_date(
+            chrono::Utc
+                .with_ymd_and_hms(2026, 11, 25, 5, 59, 0)
+                .unwrap(),
+            chicago,
+            midnight,
+        )
+        .to_string();
+        let after = business_date(
+            chrono::Utc.with_ymd_and_hms(2026, 11, 25, 6, 0, 0).unwrap(),
+            chicago,
+            midnight,
+        )
+        .to_string();
+        assert_eq!(
+            (before.as_str(), after.as_str()),
+            ("2026-11-24", "2026-11-25")
+        );
+
+        let (_d, mut conn) = db();
+        approve_offline(&mut conn, "pay_a", 50_000, &before);
+        approve_offline(&mut conn, "pay_b", 50_000, &before);
+        let spent = counters(&conn, "loc-1", &before).unwrap();
+        assert_eq!(spent.today_total, 100_000);
+        assert_eq!(
+            decide("card", 1, &policy(), spent),
+            Decision::Refuse(Refusal::OverDailyLimit)
+        );
+
+        let next_day = counters(&conn, "loc-1", &after).unwrap();
+        assert_eq!(
+            next_day.today_total, 0,
+            "yesterday's approvals counted against today"
+        );
+        assert_eq!(
+            next_day.outstanding_total, 100_000,
+            "not yet forwarded still counts as outstanding"
+        );
+        assert_eq!(decide("card", 1, &policy(), next_day), Decision::Approve);
+    }
+
+    #[test]
+    fn a_clock_set_back_a_day_still_counts_todays_approvals() {
+        let (_d, mut conn) = db();
+        approve_offline(&mut conn, "pay_a", 100_000, "2026-11-25");
+        // The wall clock now says the 24th: the 25th's approvals must still count (fail closed).
+        let c = counters(&conn, "loc-1", "2026-11-24").unwrap();
+        assert_eq!(c.today_total, 100_000);
+    }
 }

@@ -13,7 +13,7 @@ use super::http::{HttpClient, HttpError, Response};
 use crate::config::{ConexxusConfig, ConexxusTransport, Config};
 use crate::ledger;
 use crate::naxml::journal::{self, JournalContext, JournalSale};
-use crate::outbox::kind::{Kind, Outcome, SendFuture};
+use crate::outbox::kind::{Kind, Outcome, SendFuture, Slots};
 use crate::outbox::queue::Row;
 use crate::outbox::Upstream;
 use crate::store::{Reads, StoreError};
@@ -265,7 +265,7 @@ impl Kind for SaleJournal {
         self.max_attempts
     }
 
-    fn send<'a>(&'a self, row: &'a Row) -> SendFuture<'a> {
+    fn send<'a>(&'a self, row: &'a Row, slots: &'a Slots) -> SendFuture<'a> {
         Box::pin(async move {
             let Some(transport) = &self.transport else {
                 return Outcome::Retry {
@@ -276,6 +276,7 @@ impl Kind for SaleJournal {
             };
             match self.document(row).await {
                 Ok(doc) => {
+                    let _slot = slots.acquire().await;
                     transport
                         .deliver(&journal_name(row.id), &row.idempotency_key, doc)
                         .await

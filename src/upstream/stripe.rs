@@ -19,6 +19,8 @@ use std::path::Path;
 use std::time::Duration;
 
 pub const STRIPE_VERSION: &str = "2024-06-20";
+/// Least wait before retrying a key Stripe reports as still in progress (409).
+pub const IN_PROGRESS_WAIT: Duration = Duration::from_secs(2);
 
 /// Finds the secret key: `secret_key_file`, `secret_key`, env `POSEDGE_STRIPE_SECRET_KEY`,
 /// then the systemd credential `$CREDENTIALS_DIRECTORY/stripe_secret_key`.
@@ -336,7 +338,18 @@ pub fn classify(r: Result<Response, HttpError>) -> Answer {
             retry_after: retry_after(&resp.headers),
             reachable: true,
         },
-        None if matches!(code, 409 | 429) || resp.status.is_server_error() => Answer::Retry {
+        // 409: the same key is still executing at Stripe (e.g. our attempt from before a
+        // crash). Retrying at once only collects more 409s; give it time.
+        None if code == 409 => Answer::Retry {
+            error,
+            retry_after: Some(
+                retry_after(&resp.headers)
+                    .unwrap_or_default()
+                    .max(IN_PROGRESS_WAIT),
+            ),
+            reachable: true,
+        },
+        None if code == 429 || resp.status.is_server_error() => Answer::Retry {
             error,
             retry_after: retry_after(&resp.headers),
             reachable: true,
@@ -433,6 +446,11 @@ mod tests {
                 ..
             }
         ));
+        let in_progress = classify(resp(409, r#"{"error":{"type":"idempotency_error"}}"#, &[]));
+        assert!(
+            matches!(in_progress, Answer::Retry { retry_after: Some(d), .. } if d >= IN_PROGRESS_WAIT),
+            "{in_progress:?}"
+        );
         let ra = classify(resp(429, "{}", &[("retry-after", "3")]));
         assert!(
             matches!(ra, Answer::Retry { retry_after: Some(d), .. } if d == Duration::from_secs(3))
