@@ -11,6 +11,7 @@ mod cli;
 mod config_errors;
 mod crash;
 mod lifecycle;
+mod localstripe;
 mod outbox;
 mod payments;
 mod sales_api;
