@@ -135,8 +135,10 @@ async fn serve(initial: Mode) {
     };
     let fake = FakeStripe::start().await;
     let mut mode = switch(&fake, Mode::Answer, initial).await;
-    emit(serde_json::json!({"event": "listening", "base_url": fake.base_url(),
-                            "mode": mode.as_str(), "t_ms": t_ms()}));
+    emit(
+        serde_json::json!({"event": "listening", "base_url": fake.base_url(),
+                            "mode": mode.as_str(), "t_ms": t_ms()}),
+    );
     loop {
         let to = tokio::select! {
             _ = hup.recv() => Mode::Answer,

@@ -1,4 +1,5 @@
-//! Load generator for `bench/sales.sh`. Not a test: a tool that prints one JSON line.
+//! Load generator for `bench/sales.sh` and `bench/payments.sh`. Not a test: a tool that prints
+//! one JSON line.
 //!
 //! ```text
 //! loadgen fsync --dir DIR --seconds S
@@ -9,10 +10,22 @@
 //!     N tasks, each with its own keep-alive HTTP client, POST /v1/sales in a loop with a
 //!     unique client_txn_id; only 201 counts as a durable sale
 //!     -> {"concurrency":N,"sales_per_s":..,"p50_ms":..,"p99_ms":..,"errors":..}
+//! loadgen payments --url URL --token TOKEN --register R1 --concurrency N
+//!                  (--seconds S [--warmup W] | --count K) [--amount MINOR]
+//!                  [--expect approved_offline] [--slow-ms 1000]
+//!     N tasks, each with its own keep-alive HTTP client, POST /v1/payments card payments
+//!     (pm_card_visa, --amount minor units, default 125, a unique client_payment_id) in a loop
+//!     for S seconds (after W s of warm-up, default 0.5) or K times each (no warm-up: the
+//!     first request of each task is counted); only 201 with "status" == --expect counts as
+//!     ok, anything else is an error (its status and payment status are tallied)
+//!     -> {"concurrency":N,"per_s":..,"p50_ms":..,"p99_ms":..,"max_ms":..,"ok":..,
+//!         "errors":..,"slow":..,"answers":{"201 approved_offline":..}}
+//!     "slow" counts answers (ok or not) that took --slow-ms or more.
 //! ```
 //!
-//! Latency is measured per request (send to full response body), over successful (201)
-//! requests only. `--warmup` seconds (default 0.5) of load run first and are not counted.
+//! Latency is measured per request (send to full response body), over successful (201, and for
+//! payments the expected status) requests only. `--warmup` seconds (default 0.5) of load run
+//! first and are not counted.
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -22,7 +35,9 @@ use std::time::{Duration, Instant};
 fn usage() -> ExitCode {
     eprintln!(
         "usage:\n  loadgen fsync --dir DIR --seconds S\n  \
-         loadgen sales --url URL --token TOKEN --register ID --concurrency N --seconds S [--warmup W]"
+         loadgen sales --url URL --token TOKEN --register ID --concurrency N --seconds S [--warmup W]\n  \
+         loadgen payments --url URL --token TOKEN --register ID --concurrency N \
+         (--seconds S [--warmup W] | --count K) [--amount MINOR] [--expect STATUS] [--slow-ms MS]"
     );
     ExitCode::from(2)
 }
@@ -70,6 +85,7 @@ fn main() -> ExitCode {
     let result = match cmd.as_str() {
         "fsync" => fsync(&flags),
         "sales" => sales(&flags),
+        "payments" => payments(&flags),
         _ => return usage(),
     };
     match result {
@@ -372,4 +388,223 @@ fn json_num(x: f64) -> String {
     } else {
         "null".into()
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// payments: card payment decisions per second and latency through the real API.
+
+fn payment_body(client_id: &str, register: &str, amount: i64) -> String {
+    format!(
+        concat!(
+            r#"{{"client_payment_id":"{}","register_id":"{}","cashier_id":"E7","method":"card","#,
+            r#""amount":{},"currency":"USD","payment_method":"pm_card_visa","#,
+            r#""card":{{"brand":"visa","last4":"4242"}}}}"#
+        ),
+        client_id, register, amount
+    )
+}
+
+struct PaymentTaskResult {
+    ok_latencies_us: Vec<u64>,
+    errors: u64,
+    slow: u64,
+    /// "HTTP status + payment status" (or "transport") -> count, every answer.
+    answers: HashMap<String, u64>,
+    samples: Vec<String>,
+    last_done: Option<Instant>,
+}
+
+fn payments(flags: &HashMap<String, String>) -> Result<String, String> {
+    let url = get(flags, "url")?.trim_end_matches('/').to_string();
+    let token = get(flags, "token")?.to_string();
+    let register = get(flags, "register")?.to_string();
+    let concurrency = get_f64(flags, "concurrency", None)? as usize;
+    let (seconds, count) = match (flags.get("seconds"), flags.get("count")) {
+        (Some(_), None) => (Some(get_f64(flags, "seconds", None)?), None),
+        (None, Some(_)) => (None, Some(get_f64(flags, "count", None)? as u64)),
+        _ => return Err("give exactly one of --seconds and --count".into()),
+    };
+    let warmup = if count.is_some() {
+        0.0
+    } else {
+        get_f64(flags, "warmup", Some(0.5))?
+    };
+    let amount = get_f64(flags, "amount", Some(125.0))? as i64;
+    let expect = flags
+        .get("expect")
+        .cloned()
+        .unwrap_or_else(|| "approved_offline".into());
+    let slow_us = (get_f64(flags, "slow-ms", Some(1000.0))? * 1000.0) as u64;
+    if concurrency == 0 || count == Some(0) {
+        return Err("--concurrency and --count must be at least 1".into());
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("runtime: {e}"))?;
+    runtime.block_on(async move {
+        let run_id = format!(
+            "{:x}{:04x}",
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_micros())
+                .unwrap_or(0),
+            rand::random::<u16>()
+        );
+        let endpoint = format!("{url}/v1/payments");
+        let auth = format!("Bearer {token}");
+        let start_at = Instant::now() + Duration::from_millis(200);
+        let measure_from = start_at + Duration::from_secs_f64(warmup);
+        let stop_at = seconds.map(|s| measure_from + Duration::from_secs_f64(s));
+
+        let mut handles = Vec::with_capacity(concurrency);
+        for task in 0..concurrency {
+            let client = reqwest::Client::builder()
+                .pool_max_idle_per_host(1)
+                .timeout(Duration::from_secs(60))
+                .tcp_nodelay(true)
+                .build()
+                .map_err(|e| format!("http client: {e}"))?;
+            let (endpoint, auth, register, run_id, expect) = (
+                endpoint.clone(),
+                auth.clone(),
+                register.clone(),
+                run_id.clone(),
+                expect.clone(),
+            );
+            handles.push(tokio::spawn(async move {
+                let mut res = PaymentTaskResult {
+                    ok_latencies_us: Vec::new(),
+                    errors: 0,
+                    slow: 0,
+                    answers: HashMap::new(),
+                    samples: Vec::new(),
+                    last_done: None,
+                };
+                tokio::time::sleep_until(start_at.into()).await;
+                let mut i: u64 = 0;
+                loop {
+                    let sent = Instant::now();
+                    match (stop_at, count) {
+                        (Some(stop), _) if sent >= stop => break,
+                        (_, Some(k)) if i >= k => break,
+                        _ => {}
+                    }
+                    let body = payment_body(&format!("pb-{run_id}-{task}-{i}"), &register, amount);
+                    i += 1;
+                    let outcome = client
+                        .post(&endpoint)
+                        .header("authorization", &auth)
+                        .header("content-type", "application/json")
+                        .body(body)
+                        .send()
+                        .await;
+                    let (http, text) = match outcome {
+                        Ok(resp) => {
+                            let status = resp.status().as_u16();
+                            match resp.bytes().await {
+                                Ok(b) => (Some(status), b.to_vec()),
+                                Err(e) => (
+                                    None,
+                                    format!("reading body after {status}: {e}").into_bytes(),
+                                ),
+                            }
+                        }
+                        Err(e) => (None, format!("{e}").into_bytes()),
+                    };
+                    let done = Instant::now();
+                    if sent < measure_from {
+                        continue;
+                    }
+                    res.last_done = Some(done);
+                    let took = (done - sent).as_micros() as u64;
+                    if took >= slow_us {
+                        res.slow += 1;
+                    }
+                    let pay_status = serde_json::from_slice::<serde_json::Value>(&text)
+                        .ok()
+                        .and_then(|v| v["status"].as_str().map(str::to_string));
+                    let label = match (http, &pay_status) {
+                        (None, _) => "transport".to_string(),
+                        (Some(h), Some(p)) => format!("{h} {p}"),
+                        (Some(h), None) => format!("{h}"),
+                    };
+                    *res.answers.entry(label).or_default() += 1;
+                    if http == Some(201) && pay_status.as_deref() == Some(expect.as_str()) {
+                        res.ok_latencies_us.push(took);
+                    } else {
+                        res.errors += 1;
+                        if res.samples.len() < 3 {
+                            res.samples.push(format!(
+                                "{} after {:.1} ms: {}",
+                                http.map_or("transport".to_string(), |s| s.to_string()),
+                                took as f64 / 1000.0,
+                                String::from_utf8_lossy(&text)
+                                    .chars()
+                                    .take(300)
+                                    .collect::<String>()
+                            ));
+                        }
+                        if http.is_none() {
+                            tokio::time::sleep(Duration::from_millis(10)).await;
+                        }
+                    }
+                }
+                res
+            }));
+        }
+
+        let mut lat = Vec::new();
+        let (mut errors, mut slow) = (0u64, 0u64);
+        let mut answers: HashMap<String, u64> = HashMap::new();
+        let mut samples = Vec::new();
+        let mut last_done: Option<Instant> = None;
+        for h in handles {
+            let r = h.await.map_err(|e| format!("task failed: {e}"))?;
+            lat.extend(r.ok_latencies_us);
+            errors += r.errors;
+            slow += r.slow;
+            for (k, v) in r.answers {
+                *answers.entry(k).or_default() += v;
+            }
+            samples.extend(r.samples);
+            last_done = last_done.max(r.last_done);
+        }
+        // Sends in [measure_from, ...); divide by the time until the last answer arrived.
+        let window = last_done
+            .unwrap_or_else(Instant::now)
+            .saturating_duration_since(measure_from)
+            .as_secs_f64();
+        for s in samples.iter().take(5) {
+            eprintln!("loadgen payments: error sample: {s}");
+        }
+        lat.sort_unstable();
+        let ok = lat.len();
+        let mean_ms = if ok > 0 {
+            lat.iter().sum::<u64>() as f64 / ok as f64 / 1000.0
+        } else {
+            f64::NAN
+        };
+        let per_s = if window > 0.0 {
+            ok as f64 / window
+        } else {
+            f64::NAN
+        };
+        Ok(format!(
+            "{{\"concurrency\":{},\"per_s\":{},\"p50_ms\":{},\"p99_ms\":{},\"mean_ms\":{},\"max_ms\":{},\"min_ms\":{},\"ok\":{},\"errors\":{},\"slow\":{},\"seconds\":{:.3},\"expect\":{},\"answers\":{}}}",
+            concurrency,
+            json_num(per_s),
+            json_num(percentile(&lat, 50.0)),
+            json_num(percentile(&lat, 99.0)),
+            json_num(mean_ms),
+            json_num(percentile(&lat, 100.0)),
+            json_num(lat.first().map_or(f64::NAN, |v| *v as f64 / 1000.0)),
+            ok,
+            errors,
+            slow,
+            window,
+            serde_json::Value::String(expect),
+            serde_json::to_string(&answers).unwrap_or_else(|_| "{}".into())
+        ))
+    })
 }

@@ -49,6 +49,48 @@ fn a_bad_key_stops_check_config_and_serve_naming_the_key_and_the_file() {
 }
 
 #[test]
+fn stripe_without_a_findable_secret_key_fails_check_config_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("config.toml");
+    let missing = dir.path().join("stripe.key");
+    std::fs::write(
+        &file,
+        format!("[stripe]\nsecret_key_file = \"{}\"\n", missing.display()),
+    )
+    .unwrap();
+    let (code, text) = run(
+        &["check-config", "--config", file.to_str().unwrap()],
+        dir.path(),
+    );
+    assert_eq!(code, Some(78), "{text}");
+    assert!(
+        text.contains("stripe.secret_key_file") && text.contains("cannot read"),
+        "{text}"
+    );
+    std::fs::write(&missing, "pk_live_not_a_secret\n").unwrap();
+    let (code, text) = run(
+        &["check-config", "--config", file.to_str().unwrap()],
+        dir.path(),
+    );
+    assert_eq!(code, Some(78), "{text}");
+    assert!(text.contains("not a Stripe secret key"), "{text}");
+    assert!(
+        !text.contains("pk_live_not_a_secret"),
+        "the key's content was printed: {text}"
+    );
+    std::fs::write(&missing, "sk_test_abc\n").unwrap();
+    let (code, text) = run(
+        &["check-config", "--config", file.to_str().unwrap()],
+        dir.path(),
+    );
+    assert_eq!(code, Some(0), "{text}");
+    assert!(
+        !text.contains("sk_test_abc"),
+        "the secret key was printed: {text}"
+    );
+}
+
+#[test]
 fn a_missing_config_file_given_explicitly_is_an_error() {
     let dir = tempfile::tempdir().unwrap();
     let (code, text) = run(

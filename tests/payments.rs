@@ -561,3 +561,79 @@ fn kill_9_during_forwarding_still_charges_each_payment_exactly_once() {
     }
     assert_eq!(daemon.terminate(), Some(0));
 }
+
+/// Ages a payment's first attempt past Stripe's 24 h key memory, with the daemon stopped.
+fn age_payment(db: &std::path::Path, id: &str, hours: i64) {
+    let old = posedge::business_day::rfc3339(chrono::Utc::now() - chrono::Duration::hours(hours));
+    let conn = rusqlite::Connection::open(db).unwrap();
+    conn.execute(
+        "UPDATE payments SET created_at = ?2 WHERE id = ?1",
+        rusqlite::params![id, old],
+    )
+    .unwrap();
+}
+
+#[tokio::test]
+async fn a_forward_over_23_hours_old_looks_the_payment_up_and_reuses_a_charge_that_landed() {
+    let stripe = FakeStripe::start_refusing().await;
+    let offline_window = "offline_window = \"72h\"";
+    let d = TestDaemon::start_with(&stripe_toml(&stripe.base_url(), offline_window)).await;
+    let (_, p) = d
+        .post(
+            "/v1/payments",
+            R1_TOKEN,
+            &card_payment("R1", "OLD-1", 1200, "pm_card_visa"),
+        )
+        .await;
+    let (_, q) = d
+        .post(
+            "/v1/payments",
+            R1_TOKEN,
+            &card_payment("R1", "OLD-2", 1300, "pm_card_visa"),
+        )
+        .await;
+    let (landed, missing) = (
+        p["id"].as_str().unwrap().to_string(),
+        q["id"].as_str().unwrap().to_string(),
+    );
+    let dir = d.stop().await;
+    let db = dir.path().join("posedge.db");
+    age_payment(&db, &landed, 25);
+    age_payment(&db, &missing, 25);
+    // Yesterday's attempt for `landed` did reach Stripe, under a key Stripe has since forgotten.
+    stripe.restore().await;
+    let client = reqwest::Client::new();
+    let form = [
+        ("amount", "1200"),
+        ("currency", "usd"),
+        ("payment_method", "pm_card_visa"),
+        ("confirm", "true"),
+        ("metadata[posedge_payment_id]", landed.as_str()),
+    ];
+    let r = client
+        .post(format!("{}/v1/payment_intents", stripe.base_url()))
+        .bearer_auth("sk_test_posedge")
+        .header("Idempotency-Key", "pruned-long-ago")
+        .form(&form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let d = TestDaemon::start_in(dir, &stripe_toml(&stripe.base_url(), offline_window)).await;
+    settled(&d, &landed, "captured").await;
+    settled(&d, &missing, "captured").await;
+    assert_eq!(
+        stripe.intents_for_payment(&landed),
+        1,
+        "re-sent a payment that had landed a day ago"
+    );
+    assert_eq!(stripe.intents_for_payment(&missing), 1);
+    let searches = stripe
+        .requests()
+        .into_iter()
+        .filter(|r| r.path.ends_with("/search"))
+        .count();
+    assert!(searches >= 2, "no lookup before re-sending old payments");
+    // The one that never landed was created under its own, unchanged key.
+    assert_eq!(stripe.intents_for_key(&format!("posedge-{missing}")), 1);
+}

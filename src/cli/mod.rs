@@ -161,6 +161,15 @@ fn check_config(path: Option<PathBuf>) -> Result<String, StartError> {
             message: m,
         })?;
     }
+    if let Some(stripe) = &config.stripe {
+        crate::upstream::stripe::load_secret_key(stripe).map_err(|(key, message)| {
+            crate::config::ConfigError {
+                file: config.source_label(),
+                key: key.into(),
+                message,
+            }
+        })?;
+    }
     warn_if_writable_by_others(&config);
     Ok(format!(
         "ok: {} (listen {}, database {}, {} registers, {} admins, {} managers, stripe {}, conexxus {})",
