@@ -19,8 +19,11 @@
 //!     first request of each task is counted); only 201 with "status" == --expect counts as
 //!     ok, anything else is an error (its status and payment status are tallied)
 //!     -> {"concurrency":N,"per_s":..,"p50_ms":..,"p99_ms":..,"max_ms":..,"ok":..,
-//!         "errors":..,"slow":..,"answers":{"201 approved_offline":..}}
-//!     "slow" counts answers (ok or not) that took --slow-ms or more.
+//!         "errors":..,"slow":..,"first_second":{"ok":..,"p50_ms":..,"p99_ms":..},
+//!         "last_second":{..},"answers":{"201 approved_offline":..}}
+//!     "slow" counts answers (ok or not) that took --slow-ms or more; first_second and
+//!     last_second (timed runs of 2 s or more, else null) cover the ok requests sent in the
+//!     first and the last second of the measured window.
 //! ```
 //!
 //! Latency is measured per request (send to full response body), over successful (201, and for
@@ -406,6 +409,8 @@ fn payment_body(client_id: &str, register: &str, amount: i64) -> String {
 
 struct PaymentTaskResult {
     ok_latencies_us: Vec<u64>,
+    /// Send time of each ok request, microseconds after the measured window opened.
+    ok_sent_us: Vec<u64>,
     errors: u64,
     slow: u64,
     /// "HTTP status + payment status" (or "transport") -> count, every answer.
@@ -475,6 +480,7 @@ fn payments(flags: &HashMap<String, String>) -> Result<String, String> {
             handles.push(tokio::spawn(async move {
                 let mut res = PaymentTaskResult {
                     ok_latencies_us: Vec::new(),
+                    ok_sent_us: Vec::new(),
                     errors: 0,
                     slow: 0,
                     answers: HashMap::new(),
@@ -532,6 +538,7 @@ fn payments(flags: &HashMap<String, String>) -> Result<String, String> {
                     *res.answers.entry(label).or_default() += 1;
                     if http == Some(201) && pay_status.as_deref() == Some(expect.as_str()) {
                         res.ok_latencies_us.push(took);
+                        res.ok_sent_us.push((sent - measure_from).as_micros() as u64);
                     } else {
                         res.errors += 1;
                         if res.samples.len() < 3 {
@@ -555,12 +562,14 @@ fn payments(flags: &HashMap<String, String>) -> Result<String, String> {
         }
 
         let mut lat = Vec::new();
+        let mut sent_lat: Vec<(u64, u64)> = Vec::new();
         let (mut errors, mut slow) = (0u64, 0u64);
         let mut answers: HashMap<String, u64> = HashMap::new();
         let mut samples = Vec::new();
         let mut last_done: Option<Instant> = None;
         for h in handles {
             let r = h.await.map_err(|e| format!("task failed: {e}"))?;
+            sent_lat.extend(r.ok_sent_us.iter().copied().zip(r.ok_latencies_us.iter().copied()));
             lat.extend(r.ok_latencies_us);
             errors += r.errors;
             slow += r.slow;
@@ -590,8 +599,31 @@ fn payments(flags: &HashMap<String, String>) -> Result<String, String> {
         } else {
             f64::NAN
         };
+        // Timed runs: the first and the last second of the window by send time, to show a
+        // rate or latency that drifts as the database grows.
+        let second = |from_us: u64| -> String {
+            let mut l: Vec<u64> = sent_lat
+                .iter()
+                .filter(|(s, _)| *s >= from_us && *s < from_us + 1_000_000)
+                .map(|(_, l)| *l)
+                .collect();
+            l.sort_unstable();
+            format!(
+                "{{\"ok\":{},\"p50_ms\":{},\"p99_ms\":{}}}",
+                l.len(),
+                json_num(percentile(&l, 50.0)),
+                json_num(percentile(&l, 99.0))
+            )
+        };
+        let (first_second, last_second) = match seconds {
+            Some(s) if s >= 2.0 => (
+                second(0),
+                second(((s - 1.0) * 1_000_000.0) as u64),
+            ),
+            _ => ("null".to_string(), "null".to_string()),
+        };
         Ok(format!(
-            "{{\"concurrency\":{},\"per_s\":{},\"p50_ms\":{},\"p99_ms\":{},\"mean_ms\":{},\"max_ms\":{},\"min_ms\":{},\"ok\":{},\"errors\":{},\"slow\":{},\"seconds\":{:.3},\"expect\":{},\"answers\":{}}}",
+            "{{\"concurrency\":{},\"per_s\":{},\"p50_ms\":{},\"p99_ms\":{},\"mean_ms\":{},\"max_ms\":{},\"min_ms\":{},\"ok\":{},\"errors\":{},\"slow\":{},\"seconds\":{:.3},\"first_second\":{},\"last_second\":{},\"expect\":{},\"answers\":{}}}",
             concurrency,
             json_num(per_s),
             json_num(percentile(&lat, 50.0)),
@@ -603,6 +635,8 @@ fn payments(flags: &HashMap<String, String>) -> Result<String, String> {
             errors,
             slow,
             window,
+            first_second,
+            last_second,
             serde_json::Value::String(expect),
             serde_json::to_string(&answers).unwrap_or_else(|_| "{}".into())
         ))

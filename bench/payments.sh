@@ -246,16 +246,34 @@ wait_stripe() {
     exit 1
 }
 
-# CPU ticks now: the whole machine and the daemon.
+# CPU ticks now: the whole machine, the daemon, and its writer thread (to see what saturates).
 cpu_snap() {
     python3 - "$DAEMON_PID" <<'PY'
 import json, os, sys, time
 pid = sys.argv[1]
-f = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+def ticks(stat_path):
+    f = open(stat_path).read().rsplit(")", 1)[1].split()
+    return int(f[11]) + int(f[12])  # utime + stime
 cpu = [int(x) for x in open("/proc/stat").readline().split()[1:]]
+writer = 0
+for t in os.listdir(f"/proc/{pid}/task"):
+    try:
+        if open(f"/proc/{pid}/task/{t}/comm").read().strip() == "posedge-writer":
+            writer += ticks(f"/proc/{pid}/task/{t}/stat")
+    except OSError:
+        pass
 print(json.dumps({"t": time.monotonic(), "hz": os.sysconf("SC_CLK_TCK"),
                   "machine_total": sum(cpu), "machine_idle": cpu[3] + cpu[4],
-                  "daemon": int(f[11]) + int(f[12])}))
+                  "daemon": ticks(f"/proc/{pid}/stat"), "writer": writer}))
+PY
+}
+
+# Rows in the payments table of a stopped daemon's database.
+db_payments() {
+    python3 - "$1" <<'PY'
+import sqlite3, sys
+c = sqlite3.connect(f"file:{sys.argv[1]}?mode=ro", uri=True)
+print(c.execute("SELECT count(*) FROM payments").fetchone()[0])
 PY
 }
 
@@ -279,8 +297,9 @@ for run in $(seq 1 "$RUNS"); do
     line="$(payments --concurrency "$OFFLINE_CONCURRENCY" --seconds "$MEASURE_SECONDS")"
     cpu1="$(cpu_snap)"
     echo "run $run offline @$OFFLINE_CONCURRENCY: $line" >&2
-    record "$run" offline "$line" "\"cpu0\":$cpu0,\"cpu1\":$cpu1"
     stop_daemon
+    rows="$(db_payments "$WORK/offline-$run/data/posedge.db")"
+    record "$run" offline "$line" "\"cpu0\":$cpu0,\"cpu1\":$cpu1,\"db_payments\":$rows"
     stats="$(stop_fake)"
     echo "run $run offline fake stripe: $stats" >&2
 
@@ -304,6 +323,7 @@ for run in $(seq 1 "$RUNS"); do
     done
     stop_daemon
     stats="$(stop_fake)"
+    stats="${stats:-null}"
     echo "run $run dark fake stripe: $stats" >&2
     record "$run" fake "$stats"
 done
@@ -323,11 +343,17 @@ for raw in open(path):
     if k == "offline":
         d["dps"], d["p50_off"], d["p99_off"], d["max_off"] = x["per_s"], x["p50_ms"], x["p99_ms"], x["max_ms"]
         d["err_off"] = x["errors"]
+        d["db_rows"] = r.get("db_payments")
+        for tag in ("first", "last"):
+            w = x.get(f"{tag}_second")
+            if w:
+                d[f"dps_{tag}"], d[f"p99_off_{tag}"] = w["ok"], w["p99_ms"]
         a, b = r["cpu0"], r["cpu1"]
         span, total = b["t"] - a["t"], b["machine_total"] - a["machine_total"]
         if span > 0 and total > 0:
             d["mbusy"] = 100.0 * (1 - (b["machine_idle"] - a["machine_idle"]) / total)
             d["dcpu"] = 100.0 * (b["daemon"] - a["daemon"]) / b["hz"] / span
+            d["wcpu"] = 100.0 * (b["writer"] - a["writer"]) / b["hz"] / span
     elif k == "online":
         d["online_ms"] = x["max_ms"]
         d["err_online"] = x["errors"]
@@ -339,7 +365,7 @@ for raw in open(path):
         c = k[len("following"):]
         d[f"p50_f{c}"], d[f"p99_f{c}"], d[f"max_f{c}"] = x["p50_ms"], x["p99_ms"], x["max_ms"]
         d[f"err_f{c}"], d[f"slow_f{c}"] = x["errors"], x["slow"]
-    elif k == "fake":
+    elif k == "fake" and x:
         # The online payment and the first payment after dark are the only POSTs expected.
         d["posts_following"] = x["posts"] - 2
 for d in per_run.values():
@@ -351,8 +377,14 @@ rows = [
     ("offline p99 ms @64", "p99_off", "{:.2f}"),
     ("offline max ms @64", "max_off", "{:.2f}"),
     ("offline errors @64", "err_off", "{:.0f}"),
+    ("  decisions in the first second", "dps_first", "{:.0f}"),
+    ("  decisions in the last second", "dps_last", "{:.0f}"),
+    ("  p99 ms, first second", "p99_off_first", "{:.2f}"),
+    ("  p99 ms, last second", "p99_off_last", "{:.2f}"),
+    ("  payments in the database after", "db_rows", "{:.0f}"),
     ("machine CPU busy % @64 (all cores)", "mbusy", "{:.0f}"),
     ("daemon CPU % of one core @64", "dcpu", "{:.0f}"),
+    ("writer thread CPU % of one core @64", "wcpu", "{:.0f}"),
     ("online payment ms (Stripe answering)", "online_ms", "{:.2f}"),
     ("first payment after dark s", "first_s", "{:.3f}"),
     ("stripe link offline after it (1=yes)", "first_link_offline", "{:.0f}"),

@@ -13,7 +13,14 @@
 //! | [`business_day`] | business date in the store's time zone; UTC timestamps |
 //! | [`store`] | connections, PRAGMAs, migrations, the group-commit writer, read pool |
 //! | [`ledger`] | sales, lines, taxes, tenders: validation and append-only SQL |
-//! | [`outbox`] | upstream effects enqueued in the same transaction as their cause |
+//! | [`outbox`] | upstream effects enqueued with their cause; the dispatcher that drains them |
+//! | [`probe`] | per-upstream reachability with hysteresis; forced offline |
+//! | [`payments`] | cash and card payments, the offline policy, approvals, forwards, voids |
+//! | [`upstream`] | the HTTP client; Stripe and Conexxus requests and answer classification |
+//! | [`naxml`] | NAXML POSJournal documents |
+//! | [`audit`] | the hash-chained audit trail: append, verify, export |
+//! | [`alerts`] | conditions raised and cleared once each |
+//! | [`settings`] | small durable settings (forced modes, the dispatcher clock) |
 //! | [`api`] | HTTP routes, auth, body limits, error mapping, the connection loop |
 //! | [`metrics`] | Prometheus registry |
 //! | [`daemon`] | composition root: start-up order, signals, shutdown order |

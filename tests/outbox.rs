@@ -528,3 +528,45 @@ fn sigterm_waits_for_sends_in_flight_and_leaves_the_rest_pending() {
         "everything drained before the stop: the test proves nothing"
     );
 }
+
+#[tokio::test]
+async fn delivered_rows_are_pruned_after_the_retention_period_and_nothing_else_is() {
+    let bo = FakeUpstream::start().await;
+    bo.script([Fault::Status(400)]);
+    let cfg = conexxus_http(&bo.url("/naxml"), "").replace(
+        "process_interval = \"1s\"",
+        "process_interval = \"1s\"\nretention_days = 0",
+    );
+    assert!(cfg.contains("retention_days = 0"));
+    let d = TestDaemon::start_with(&cfg).await;
+    for i in 0..4 {
+        d.post("/v1/sales", R1_TOKEN, &sale("R1", &format!("PR-{i}")))
+            .await;
+    }
+    // One row is refused for good (a 400 is permanent) and stays, dead, for a technician.
+    eventually(
+        Duration::from_secs(10),
+        "three delivered rows pruned",
+        || async {
+            let delivered = count(
+                &d.db_path(),
+                "SELECT count(*) FROM outbox WHERE state = 'delivered'",
+            );
+            let total = count(&d.db_path(), "SELECT count(*) FROM outbox");
+            (bo.accepted_keys().len() == 3 && delivered == 0 && total == 1).then_some(())
+        },
+    )
+    .await;
+    assert_eq!(
+        count(
+            &d.db_path(),
+            "SELECT count(*) FROM outbox WHERE state = 'dead'"
+        ),
+        1
+    );
+    assert_eq!(
+        count(&d.db_path(), "SELECT count(*) FROM sales"),
+        4,
+        "the ledger lost sales"
+    );
+}

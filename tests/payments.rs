@@ -293,6 +293,13 @@ async fn a_hundred_concurrent_offline_authorizations_never_overspend_the_daily_l
         "SELECT coalesce(sum(amount), 0) FROM payments WHERE status = 'approved_offline'",
     );
     assert_eq!(stored, 500_000);
+    // The counters the limit check reads agree with the payments themselves.
+    let conn = rusqlite::Connection::open(d.db_path()).unwrap();
+    let today = chrono::Utc::now().date_naive().to_string();
+    assert_eq!(
+        posedge::payments::counters(&conn, "loc-test", &today).unwrap(),
+        posedge::payments::counters_by_scan(&conn, "loc-test", &today).unwrap()
+    );
 }
 
 #[tokio::test]

@@ -18,7 +18,7 @@
 //!   waits a bounded time for sends in flight; whatever is unfinished stays pending.
 
 use super::backoff::Backoff;
-use super::kind::{Kind, Outcome, Slots};
+use super::kind::{Kind, LaneSlots, Outcome, Slots};
 use super::queue::{self, Row};
 use super::Upstream;
 use crate::metrics::Metrics;
@@ -164,7 +164,7 @@ impl Dispatcher {
 
     async fn lane(self: Arc<Self>, up: Upstream, mut stop: watch::Receiver<bool>, grace: Duration) {
         let limits = self.limits(up);
-        let slots = Arc::new(Slots::new(limits.max_concurrent, limits.rate_per_sec));
+        let slots = LaneSlots::new(limits.max_concurrent, limits.rate_per_sec);
         // Deliveries alive at once: those calling the upstream plus as many again preparing
         // their request, so the next call is ready when a slot frees. Each holds its permit
         // until its outcome is recorded, so shutdown can wait for outcomes too.
@@ -240,9 +240,11 @@ impl Dispatcher {
             let Some(row) = local.pop_front() else {
                 continue;
             };
-            let (me, slots) = (self.clone(), slots.clone());
+            // Tickets in claim order keep calls in priority-then-age order.
+            let (me, turn) = (self.clone(), slots.ticket());
             tokio::spawn(async move {
-                me.deliver(row, &slots).await;
+                me.deliver(row, &turn).await;
+                drop(turn);
                 drop(task);
             });
         }

@@ -287,22 +287,47 @@ pub fn now() -> String {
 }
 
 /// What has been approved offline: today's total counts every business date from `today` on,
-/// so a clock set back cannot hide today's approvals (fail closed).
+/// so a clock set back cannot hide today's approvals (fail closed). Read from the counter
+/// tables the schema's triggers keep (two index probes, whatever the day's volume).
 pub fn counters(conn: &Connection, location_id: &str, today: &str) -> rusqlite::Result<Counters> {
     let today_total: i64 = conn
         .prepare_cached(
-            "SELECT coalesce(sum(amount), 0) FROM payments
-             WHERE location_id = ?1 AND mode = 'offline' AND method = 'card' AND business_date >= ?2
-               AND status IN ('approved_offline', 'forwarding', 'captured', 'authorized', 'declined_upstream', 'expired')",
+            "SELECT coalesce(sum(approved), 0) FROM offline_daily
+             WHERE location_id = ?1 AND business_date >= ?2",
         )?
         .query_row(params![location_id, today], |r| r.get(0))?;
     let outstanding_total: i64 = conn
         .prepare_cached(
-            "SELECT coalesce(sum(amount), 0) FROM payments
-             WHERE location_id = ?1 AND mode = 'offline' AND method = 'card'
-               AND status IN ('approved_offline', 'forwarding')",
+            "SELECT coalesce(sum(amount), 0) FROM offline_outstanding WHERE location_id = ?1",
         )?
         .query_row([location_id], |r| r.get(0))?;
+    Ok(Counters {
+        today_total,
+        outstanding_total,
+    })
+}
+
+/// The same counters computed from the payments themselves: the definition the triggers
+/// must keep. Used by tests and by `posedge` checks, never on the hot path.
+pub fn counters_by_scan(
+    conn: &Connection,
+    location_id: &str,
+    today: &str,
+) -> rusqlite::Result<Counters> {
+    let today_total: i64 = conn.query_row(
+        "SELECT coalesce(sum(amount), 0) FROM payments
+         WHERE location_id = ?1 AND mode = 'offline' AND method = 'card' AND business_date >= ?2
+           AND status IN ('approved_offline', 'forwarding', 'captured', 'authorized', 'declined_upstream', 'expired')",
+        params![location_id, today],
+        |r| r.get(0),
+    )?;
+    let outstanding_total: i64 = conn.query_row(
+        "SELECT coalesce(sum(amount), 0) FROM payments
+         WHERE location_id = ?1 AND mode = 'offline' AND method = 'card'
+           AND status IN ('approved_offline', 'forwarding')",
+        [location_id],
+        |r| r.get(0),
+    )?;
     Ok(Counters {
         today_total,
         outstanding_total,
@@ -503,13 +528,15 @@ mod tests {
                 fingerprint: &"0".repeat(64),
                 location_id: "loc-1",
                 business_date,
-                status: "approved_offline",
+                status: "authorizing",
                 mode: "offline",
                 online_attempted: false,
                 now: "2026-11-25T05:00:00.000Z",
             },
         )
         .unwrap();
+        // Payments are inserted `authorizing` and decided by an update, as the flows do.
+        update(&tx, id, &Update::status("approved_offline")).unwrap();
         tx.commit().unwrap();
     }
 
@@ -569,6 +596,117 @@ mod tests {
             "not yet forwarded still counts as outstanding"
         );
         assert_eq!(decide("card", 1, &policy(), next_day), Decision::Approve);
+    }
+
+    /// Property: after any sequence of status changes the flows can make, the trigger-kept
+    /// counters equal the full scan of the payments.
+    #[test]
+    fn the_trigger_kept_counters_always_equal_a_full_scan() {
+        use rand::Rng;
+        let (_d, mut conn) = db();
+        let mut rng = rand::rng();
+        let dates = ["2026-11-23", "2026-11-24", "2026-11-25"];
+        let next: &[(&str, &[&str])] = &[
+            // An online attempt's outcomes; offline decisions are listed below them.
+            (
+                "authorizing",
+                &[
+                    "approved_offline",
+                    "pending_approval",
+                    "refused_offline",
+                    "captured",
+                    "declined",
+                    "forwarding",
+                ],
+            ),
+            (
+                "pending_approval",
+                &["approved_offline", "rejected", "refused_offline"],
+            ),
+            (
+                "approved_offline",
+                &[
+                    "forwarding",
+                    "captured",
+                    "declined_upstream",
+                    "expired",
+                    "authorized",
+                ],
+            ),
+            (
+                "forwarding",
+                &["captured", "declined_upstream", "expired", "authorized"],
+            ),
+        ];
+        let mut ids = Vec::new();
+        for i in 0..300 {
+            let id = format!("pay_{i}");
+            let date = dates[rng.random_range(0..dates.len())];
+            let mode = if rng.random_bool(0.8) {
+                "offline"
+            } else {
+                "online"
+            };
+            let req = PaymentRequest {
+                client_payment_id: id.clone(),
+                register_id: "R1".into(),
+                cashier_id: "E1".into(),
+                method: if rng.random_bool(0.9) {
+                    "card".into()
+                } else {
+                    "cash".into()
+                },
+                amount: rng.random_range(1..10_000),
+                currency: "USD".into(),
+                payment_method: Some("pm_card_visa".into()),
+                card: None,
+            };
+            let tx = conn.transaction().unwrap();
+            let p = NewPayment {
+                id: &id,
+                req: &req,
+                fingerprint: &"0".repeat(64),
+                location_id: "loc-1",
+                business_date: date,
+                status: "authorizing",
+                mode,
+                online_attempted: false,
+                now: "2026-11-24T12:00:00.000Z",
+            };
+            insert(&tx, &p).unwrap();
+            tx.commit().unwrap();
+            ids.push(id);
+            // Walk a few random rows one step along the state machine.
+            for _ in 0..3 {
+                let id = &ids[rng.random_range(0..ids.len())];
+                let current = get(&conn, id).unwrap().unwrap().status;
+                let p = get(&conn, id).unwrap().unwrap();
+                if let Some((_, options)) = next.iter().find(|(s, _)| *s == current) {
+                    let to = options[rng.random_range(0..options.len())];
+                    let decision =
+                        ["approved_offline", "pending_approval", "refused_offline"].contains(&to);
+                    // As the flows do: only an online attempt ends captured/declined/forwarding
+                    // from `authorizing`; an offline decision sets mode offline with its status.
+                    if current == "authorizing" && !decision && p.mode == "offline" {
+                        continue;
+                    }
+                    let u = Update {
+                        mode: decision.then_some("offline"),
+                        ..Update::status(to)
+                    };
+                    let tx = conn.transaction().unwrap();
+                    update(&tx, id, &u).unwrap();
+                    tx.commit().unwrap();
+                }
+            }
+            for today in dates {
+                assert_eq!(
+                    counters(&conn, "loc-1", today).unwrap(),
+                    counters_by_scan(&conn, "loc-1", today).unwrap(),
+                    "after {i} payments, today = {today}"
+                );
+            }
+        }
     }
 
     #[test]
