@@ -27,8 +27,13 @@ if [ "${1:-}" = "--in-namespace" ]; then
   log=$3
   echo "+ ip link set lo up"
   ip link set lo up
-  # A private /tmp (tmpfs in a mount namespace of its own) for the pickle, if allowed.
-  if unshare -m --propagation private true 2>/dev/null; then
+  # A private /tmp (tmpfs in a mount namespace of its own) for the pickle, if allowed, and
+  # unless the checkout itself lives under /tmp (the tmpfs would hide the venv and the log).
+  case "$venv:$log" in
+    /tmp/*|*:/tmp/*) private_tmp=no ;;
+    *) private_tmp=yes ;;
+  esac
+  if [ "$private_tmp" = yes ] && unshare -m --propagation private true 2>/dev/null; then
     echo "+ $venv/bin/localstripe --from-scratch --port $PORT  (private tmpfs /tmp; log $log)"
     unshare -m --propagation private bash -c \
       'mount -t tmpfs tmpfs /tmp && exec "$0" --from-scratch --port "$1"' \

@@ -49,37 +49,6 @@ async fn daemon(base: &str) -> TestDaemon {
     TestDaemon::start_with(&relaxed).await
 }
 
-async fn stripe_status(d: &TestDaemon) -> String {
-    let (_, net) = d.get("/health/network", R1_TOKEN).await;
-    net["upstreams"]["stripe"]["status"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string()
-}
-
-async fn online(d: &TestDaemon) {
-    eventually(Duration::from_secs(10), "stripe online", || async {
-        (stripe_status(d).await == "online").then_some(())
-    })
-    .await;
-}
-
-async fn payment(d: &TestDaemon, id: &str) -> Value {
-    d.get(&format!("/v1/payments/{id}"), R1_TOKEN).await.1
-}
-
-async fn settled(d: &TestDaemon, id: &str, status: &str) -> Value {
-    eventually(
-        Duration::from_secs(20),
-        &format!("payment {id} to become {status}"),
-        || async {
-            let p = payment(d, id).await;
-            (p["status"] == status).then_some(p)
-        },
-    )
-    .await
-}
-
 /// Every PaymentIntent localstripe holds, through `GET /v1/payment_intents`, page by page
 /// (`limit` + `starting_after` while `has_more`).
 async fn all_intents(base: &str) -> Vec<Value> {
@@ -141,7 +110,7 @@ fn brief(intents: &[Value]) -> Vec<Value> {
 async fn localstripe_online_card_payment_is_captured_with_exactly_one_payment_intent() {
     let base = localstripe_url();
     let d = daemon(&base).await;
-    online(&d).await;
+    stripe_online(&d).await;
     let (status, p) = d
         .post(
             "/v1/payments",
@@ -171,7 +140,7 @@ async fn localstripe_online_card_payment_is_captured_with_exactly_one_payment_in
 async fn localstripe_decline_with_charge_customer_fail_is_told_to_the_register() {
     let base = localstripe_url();
     let d = daemon(&base).await;
-    online(&d).await;
+    stripe_online(&d).await;
     // localstripe answers the confirming create with 402
     // {"error": {"type": "invalid_request_error", "code": "card_declined",
     //  "message": "Your card was declined.", "charge": "ch_…"}}: no decline_code and no
@@ -223,7 +192,7 @@ async fn localstripe_decline_with_charge_customer_fail_is_told_to_the_register()
 async fn localstripe_offline_approvals_are_forwarded_once_when_stripe_is_reachable() {
     let base = localstripe_url();
     let d = daemon(&base).await;
-    online(&d).await;
+    stripe_online(&d).await;
     let (status, net) = d
         .post(
             "/admin/network/mode",
@@ -261,7 +230,10 @@ async fn localstripe_offline_approvals_are_forwarded_once_when_stripe_is_reachab
             "{id} sent while forced offline: {:#?}",
             brief(&intents)
         );
-        assert_eq!(payment(&d, id).await["status"], "approved_offline");
+        assert_eq!(
+            d.get(&format!("/v1/payments/{id}"), R1_TOKEN).await.1["status"],
+            "approved_offline"
+        );
     }
 
     let (status, net) = d
@@ -273,7 +245,7 @@ async fn localstripe_offline_approvals_are_forwarded_once_when_stripe_is_reachab
         .await;
     assert_eq!(status, 200, "{net}");
     for (i, id) in ids.iter().enumerate() {
-        let p = settled(&d, id, "captured").await;
+        let p = payment_settled(&d, id, "captured").await;
         let intents = intents_for_payment(&base, id).await;
         assert_eq!(intents.len(), 1, "{id}: {:#?}", brief(&intents));
         assert_eq!(intents[0]["status"], "succeeded");

@@ -7,45 +7,6 @@ use crate::util::*;
 use serde_json::{json, Value};
 use std::time::Duration;
 
-async fn stripe_status(d: &TestDaemon) -> String {
-    let net: Value = d
-        .client
-        .get(d.url("/health/network"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    net["upstreams"]["stripe"]["status"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string()
-}
-
-async fn online(d: &TestDaemon) {
-    eventually(Duration::from_secs(5), "stripe online", || async {
-        (stripe_status(d).await == "online").then_some(())
-    })
-    .await;
-}
-
-async fn payment(d: &TestDaemon, id: &str) -> Value {
-    d.get(&format!("/v1/payments/{id}"), R1_TOKEN).await.1
-}
-
-async fn settled(d: &TestDaemon, id: &str, status: &str) -> Value {
-    eventually(
-        Duration::from_secs(15),
-        &format!("payment {id} to become {status}"),
-        || async {
-            let p = payment(d, id).await;
-            (p["status"] == status).then_some(p)
-        },
-    )
-    .await
-}
-
 fn card_sale(txn: &str, payment_id: &str, amount: i64) -> Value {
     json!({
         "client_txn_id": txn, "register_id": "R1", "cashier_id": "E7", "currency": "USD",
@@ -59,7 +20,7 @@ fn card_sale(txn: &str, payment_id: &str, amount: i64) -> Value {
 async fn an_online_card_payment_is_captured_with_exactly_one_payment_intent_and_pays_for_a_sale() {
     let stripe = FakeStripe::start().await;
     let d = TestDaemon::start_with(&stripe_toml(&stripe.base_url(), "")).await;
-    online(&d).await;
+    stripe_online(&d).await;
     let (status, p) = d
         .post(
             "/v1/payments",
@@ -95,7 +56,7 @@ async fn an_online_card_payment_is_captured_with_exactly_one_payment_intent_and_
 async fn an_online_decline_is_told_to_the_register_at_once_and_cannot_pay_a_sale() {
     let stripe = FakeStripe::start().await;
     let d = TestDaemon::start_with(&stripe_toml(&stripe.base_url(), "")).await;
-    online(&d).await;
+    stripe_online(&d).await;
     let (status, p) = d
         .post(
             "/v1/payments",
@@ -123,7 +84,7 @@ async fn a_timed_out_online_attempt_falls_back_offline_and_the_forward_reuses_it
     // The first create is executed by "Stripe" but answered only after the 1 s timeout.
     stripe.script([StripeFault::Stall(Duration::from_millis(1800))]);
     let d = TestDaemon::start_with(&stripe_toml(&stripe.base_url(), "")).await;
-    online(&d).await;
+    stripe_online(&d).await;
     let started = std::time::Instant::now();
     let (status, p) = d
         .post(
@@ -143,7 +104,7 @@ async fn a_timed_out_online_attempt_falls_back_offline_and_the_forward_reuses_it
         started.elapsed()
     );
     let id = p["id"].as_str().unwrap().to_string();
-    let done = settled(&d, &id, "captured").await;
+    let done = payment_settled(&d, &id, "captured").await;
     assert!(done["stripe_payment_intent"]
         .as_str()
         .unwrap()
@@ -210,7 +171,7 @@ async fn with_stripe_down_cards_are_approved_offline_at_once_and_forwarded_once_
     assert!(stripe.requests().is_empty());
     stripe.restore().await;
     for id in &ids {
-        settled(&d, id, "captured").await;
+        payment_settled(&d, id, "captured").await;
         assert_eq!(stripe.intents_for_payment(id), 1);
     }
     let (_, stats) = d.get("/orders/offline-payments/stats", R1_TOKEN).await;
@@ -240,7 +201,7 @@ async fn a_decline_after_forwarding_lands_in_declined_upstream_and_in_the_stats(
     assert_eq!(p["status"], "approved_offline", "{p}");
     let id = p["id"].as_str().unwrap();
     stripe.restore().await;
-    let p = settled(&d, id, "declined_upstream").await;
+    let p = payment_settled(&d, id, "declined_upstream").await;
     assert_eq!(p["decline_code"], "insufficient_funds");
     let (_, stats) = d.get("/orders/offline-payments/stats", R1_TOKEN).await;
     assert_eq!(stats["declined_upstream"]["count"], 1);
@@ -408,7 +369,7 @@ async fn offline_approvals_not_forwarded_within_the_window_expire_and_raise_an_a
         )
         .await;
     let id = p["id"].as_str().unwrap().to_string();
-    let p = settled(&d, &id, "expired").await;
+    let p = payment_settled(&d, &id, "expired").await;
     assert!(p["message"].as_str().unwrap().contains("offline window"));
     let (_, stats) = d.get("/orders/offline-payments/stats", R1_TOKEN).await;
     assert_eq!(stats["expired"]["count"], 1);
@@ -627,8 +588,8 @@ async fn a_forward_over_23_hours_old_looks_the_payment_up_and_reuses_a_charge_th
         .unwrap();
     assert_eq!(r.status(), 200);
     let d = TestDaemon::start_in(dir, &stripe_toml(&stripe.base_url(), offline_window)).await;
-    settled(&d, &landed, "captured").await;
-    settled(&d, &missing, "captured").await;
+    payment_settled(&d, &landed, "captured").await;
+    payment_settled(&d, &missing, "captured").await;
     assert_eq!(
         stripe.intents_for_payment(&landed),
         1,

@@ -412,3 +412,32 @@ pub fn card_payment(register: &str, client_id: &str, amount: i64, pm: &str) -> s
         "payment_method": pm, "card": {"brand": "visa", "last4": "4242"}
     })
 }
+
+/// The probe's view of Stripe, from `/health/network`.
+pub async fn stripe_status(d: &TestDaemon) -> String {
+    let (_, net) = d.get("/health/network", R1_TOKEN).await;
+    net["upstreams"]["stripe"]["status"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+pub async fn stripe_online(d: &TestDaemon) {
+    eventually(Duration::from_secs(10), "stripe online", || async {
+        (stripe_status(d).await == "online").then_some(())
+    })
+    .await;
+}
+
+/// Waits until payment `id` reaches `status`; returns it.
+pub async fn payment_settled(d: &TestDaemon, id: &str, status: &str) -> Value {
+    eventually(
+        Duration::from_secs(20),
+        &format!("payment {id} to become {status}"),
+        || async {
+            let (_, p) = d.get(&format!("/v1/payments/{id}"), R1_TOKEN).await;
+            (p["status"] == status).then_some(p)
+        },
+    )
+    .await
+}
