@@ -12,6 +12,7 @@
 //!     -> {"concurrency":N,"sales_per_s":..,"p50_ms":..,"p99_ms":..,"errors":..}
 //! loadgen payments --url URL --token TOKEN --register R1 --concurrency N
 //!                  (--seconds S [--warmup W] | --count K) [--amount MINOR]
+//!                  [--burst-gap-ms G: all registers send together every G ms]
 //!                  [--expect approved_offline] [--slow-ms 1000]
 //!     N tasks, each with its own keep-alive HTTP client, POST /v1/payments card payments
 //!     (pm_card_visa, --amount minor units, default 125, a unique client_payment_id) in a loop
@@ -440,6 +441,15 @@ fn payments(flags: &HashMap<String, String>) -> Result<String, String> {
         .cloned()
         .unwrap_or_else(|| "approved_offline".into());
     let slow_us = (get_f64(flags, "slow-ms", Some(1000.0))? * 1000.0) as u64;
+    // Bursts: every register sends its i-th payment at the same tick, start + i × gap, so
+    // the daemon sees `concurrency` payments at once, then quiet (registers at a rush hour,
+    // rather than registers that never stop).
+    let burst_gap = flags
+        .get("burst-gap-ms")
+        .map(|_| {
+            get_f64(flags, "burst-gap-ms", None).map(|ms| Duration::from_secs_f64(ms / 1000.0))
+        })
+        .transpose()?;
     if concurrency == 0 || count == Some(0) {
         return Err("--concurrency and --count must be at least 1".into());
     }
@@ -490,6 +500,10 @@ fn payments(flags: &HashMap<String, String>) -> Result<String, String> {
                 tokio::time::sleep_until(start_at.into()).await;
                 let mut i: u64 = 0;
                 loop {
+                    if let Some(gap) = burst_gap {
+                        let tick = start_at + gap * u32::try_from(i).unwrap_or(u32::MAX);
+                        tokio::time::sleep_until(tick.into()).await;
+                    }
                     let sent = Instant::now();
                     match (stop_at, count) {
                         (Some(stop), _) if sent >= stop => break,
