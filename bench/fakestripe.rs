@@ -17,6 +17,8 @@
 //!
 //! `t_ms` is milliseconds since the fake started (monotonic).
 
+#[path = "../tests/fake_port.rs"]
+mod fake_port;
 #[path = "../tests/fake_stripe.rs"]
 mod fake_stripe;
 

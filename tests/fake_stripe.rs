@@ -16,11 +16,11 @@
 
 #![allow(dead_code)]
 
+use super::fake_port::{FakePort, Handler};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
 use rand::distr::Alphanumeric;
 use rand::Rng;
 use serde_json::{json, Value};
@@ -28,7 +28,6 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use tokio::task::JoinHandle;
 
 /// One PaymentIntent as the fake holds it.
 #[derive(Debug, Clone)]
@@ -128,21 +127,21 @@ struct State {
 pub struct FakeStripe {
     pub addr: SocketAddr,
     state: Arc<Mutex<State>>,
-    server: Mutex<Option<JoinHandle<()>>>,
+    port: FakePort,
 }
 
 impl FakeStripe {
     /// Starts answering on a fresh port.
     pub async fn start() -> FakeStripe {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let f = FakeStripe {
-            addr,
-            state: Arc::default(),
-            server: Mutex::new(None),
-        };
-        f.serve(listener);
-        f
+        let state: Arc<Mutex<State>> = Arc::default();
+        let shared = state.clone();
+        let handler: Handler = Arc::new(move |req| Box::pin(handle(shared.clone(), req)));
+        let port = FakePort::start(handler).await;
+        FakeStripe {
+            addr: port.addr,
+            state,
+            port,
+        }
     }
 
     /// Reserves a port but refuses connections until [`FakeStripe::restore`].
@@ -157,43 +156,15 @@ impl FakeStripe {
         format!("http://{}", self.addr)
     }
 
-    fn serve(&self, listener: tokio::net::TcpListener) {
-        let state = self.state.clone();
-        let handle = tokio::spawn(async move {
-            let mut conns = tokio::task::JoinSet::new();
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    continue;
-                };
-                let state = state.clone();
-                conns.spawn(async move {
-                    let svc = hyper::service::service_fn(move |req| handle(state.clone(), req));
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), svc)
-                        .await;
-                });
-            }
-        });
-        *self.server.lock().unwrap() = Some(handle);
-    }
-
     /// Closes the port: new connections are refused, open ones are cut. Requests already
     /// executing finish executing (their PI is created), as on a real server.
     pub fn refuse(&self) {
-        if let Some(h) = self.server.lock().unwrap().take() {
-            h.abort();
-        }
+        self.port.refuse();
     }
 
     /// Opens the same port again.
     pub async fn restore(&self) {
-        let listener = loop {
-            match tokio::net::TcpListener::bind(self.addr).await {
-                Ok(l) => break l,
-                Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
-            }
-        };
-        self.serve(listener);
+        self.port.restore().await;
     }
 
     /// One-shot faults, applied to authenticated POSTs in order of arrival.
@@ -251,12 +222,6 @@ impl FakeStripe {
             .into_iter()
             .filter(|r| r.method == "POST")
             .collect()
-    }
-}
-
-impl Drop for FakeStripe {
-    fn drop(&mut self) {
-        self.refuse();
     }
 }
 

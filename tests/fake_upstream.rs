@@ -4,16 +4,15 @@
 
 #![allow(dead_code)]
 
+use super::fake_port::{FakePort, Handler};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::task::JoinHandle;
 
 /// How to answer one request.
 #[derive(Debug, Clone, PartialEq)]
@@ -56,21 +55,21 @@ struct State {
 pub struct FakeUpstream {
     pub addr: SocketAddr,
     state: Arc<Mutex<State>>,
-    server: Mutex<Option<JoinHandle<()>>>,
+    port: FakePort,
 }
 
 impl FakeUpstream {
     /// Starts answering 200 on a fresh port.
     pub async fn start() -> FakeUpstream {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let f = FakeUpstream {
-            addr,
-            state: Arc::default(),
-            server: Mutex::new(None),
-        };
-        f.serve(listener);
-        f
+        let state: Arc<Mutex<State>> = Arc::default();
+        let shared = state.clone();
+        let handler: Handler = Arc::new(move |req| Box::pin(handle(shared.clone(), req)));
+        let port = FakePort::start(handler).await;
+        FakeUpstream {
+            addr: port.addr,
+            state,
+            port,
+        }
     }
 
     /// Reserves a port but refuses connections until [`FakeUpstream::restore`].
@@ -84,42 +83,14 @@ impl FakeUpstream {
         format!("http://{}{}", self.addr, path)
     }
 
-    fn serve(&self, listener: tokio::net::TcpListener) {
-        let state = self.state.clone();
-        let handle = tokio::spawn(async move {
-            let mut conns = tokio::task::JoinSet::new();
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    continue;
-                };
-                let state = state.clone();
-                conns.spawn(async move {
-                    let svc = hyper::service::service_fn(move |req| handle(state.clone(), req));
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), svc)
-                        .await;
-                });
-            }
-        });
-        *self.server.lock().unwrap() = Some(handle);
-    }
-
     /// Closes the port: new connections are refused, open ones are cut.
     pub fn refuse(&self) {
-        if let Some(h) = self.server.lock().unwrap().take() {
-            h.abort();
-        }
+        self.port.refuse();
     }
 
     /// Opens the same port again.
     pub async fn restore(&self) {
-        let listener = loop {
-            match tokio::net::TcpListener::bind(self.addr).await {
-                Ok(l) => break l,
-                Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
-            }
-        };
-        self.serve(listener);
+        self.port.restore().await;
     }
 
     pub fn script(&self, faults: impl IntoIterator<Item = Fault>) {
@@ -158,12 +129,6 @@ impl FakeUpstream {
             .filter(|r| r.answered.is_some_and(|s| (200..300).contains(&s)))
             .filter_map(|r| r.key)
             .collect()
-    }
-}
-
-impl Drop for FakeUpstream {
-    fn drop(&mut self) {
-        self.refuse();
     }
 }
 

@@ -4,6 +4,7 @@
 
 mod util;
 
+mod fake_port;
 mod fake_stripe;
 mod fake_upstream;
 
