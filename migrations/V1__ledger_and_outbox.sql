@@ -50,6 +50,18 @@ CREATE TABLE sale_tenders (
     PRIMARY KEY (sale_id, tender_no)
 ) STRICT;
 
+-- The ledger is append-only (invariant 7): corrections are new rows, never deletions.
+CREATE TRIGGER sales_no_delete BEFORE DELETE ON sales
+BEGIN SELECT RAISE(ABORT, 'the ledger is append-only: record a correction instead'); END;
+CREATE TRIGGER sale_lines_no_change BEFORE DELETE ON sale_lines
+BEGIN SELECT RAISE(ABORT, 'the ledger is append-only: record a correction instead'); END;
+CREATE TRIGGER sale_taxes_no_change BEFORE DELETE ON sale_taxes
+BEGIN SELECT RAISE(ABORT, 'the ledger is append-only: record a correction instead'); END;
+CREATE TRIGGER sale_tenders_no_change BEFORE DELETE ON sale_tenders
+BEGIN SELECT RAISE(ABORT, 'the ledger is append-only: record a correction instead'); END;
+CREATE TRIGGER sale_amounts_fixed BEFORE UPDATE OF total, currency, register_id, client_txn_id ON sales
+BEGIN SELECT RAISE(ABORT, 'the ledger is append-only: record a correction instead'); END;
+
 -- Every upstream effect, inserted in the same transaction as the fact that causes it.
 -- idempotency_key is fixed here, at insert, and sent on every attempt forever.
 CREATE TABLE outbox (

@@ -33,6 +33,12 @@ CREATE TABLE payments (
     UNIQUE (register_id, client_payment_id)
 ) STRICT;
 
+-- A payment is money: its row changes status, never disappears or changes amount.
+CREATE TRIGGER payments_no_delete BEFORE DELETE ON payments
+BEGIN SELECT RAISE(ABORT, 'payments are never deleted'); END;
+CREATE TRIGGER payments_amount_fixed BEFORE UPDATE OF amount, currency, method, idempotency_key ON payments
+BEGIN SELECT RAISE(ABORT, 'a payment''s amount, method and idempotency key are fixed at creation'); END;
+
 CREATE INDEX payments_offline_by_day ON payments (location_id, mode, business_date, status);
 CREATE INDEX payments_by_status ON payments (status);
 

@@ -205,3 +205,35 @@ fn a_v1_database_is_snapshotted_then_upgraded_keeping_every_row() {
         .unwrap();
     assert!(String::from_utf8_lossy(&again.stdout).contains("already at v2"));
 }
+
+#[tokio::test]
+async fn the_schema_refuses_to_delete_or_rewrite_ledger_rows_and_payments() {
+    let d = TestDaemon::start().await;
+    assert_eq!(
+        d.post("/v1/sales", R1_TOKEN, &sale("R1", "KEEP-2")).await.0,
+        201
+    );
+    let cash = serde_json::json!({"client_payment_id": "P-1", "register_id": "R1", "cashier_id": "E7",
+                                  "method": "cash", "amount": 500, "currency": "USD"});
+    assert_eq!(d.post("/v1/payments", R1_TOKEN, &cash).await.0, 201);
+    let db = d.db_path();
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    for sql in [
+        "DELETE FROM sales",
+        "DELETE FROM sale_lines",
+        "DELETE FROM sale_taxes",
+        "DELETE FROM sale_tenders",
+        "UPDATE sales SET total = 1",
+        "DELETE FROM payments",
+        "UPDATE payments SET amount = 1",
+        "UPDATE payments SET idempotency_key = 'other'",
+    ] {
+        let err = conn.execute(sql, []).unwrap_err().to_string();
+        assert!(
+            err.contains("append-only") || err.contains("never") || err.contains("fixed"),
+            "{sql}: {err}"
+        );
+    }
+    assert_eq!(count(&db, "SELECT count(*) FROM sales"), 1);
+    assert_eq!(count(&db, "SELECT count(*) FROM payments"), 1);
+}

@@ -225,3 +225,70 @@ fn commit_batch(conn: &mut Connection, jobs: Vec<Job>, on_commit: &CommitObserve
         reply(outcome.clone());
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn writer() -> (tempfile::TempDir, Writer) {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = crate::store::open_rw(&dir.path().join("w.db")).unwrap();
+        // A deferred foreign key: the INSERT succeeds, the COMMIT fails.
+        conn.execute_batch(
+            "CREATE TABLE parent (id INTEGER PRIMARY KEY);
+             CREATE TABLE child (id INTEGER PRIMARY KEY,
+                 parent INTEGER REFERENCES parent (id) DEFERRABLE INITIALLY DEFERRED);",
+        )
+        .unwrap();
+        let w = Writer::start(conn, Arc::new(|_, _| {})).unwrap();
+        (dir, w)
+    }
+
+    #[tokio::test]
+    async fn a_job_is_answered_ok_only_once_its_commit_succeeded() {
+        let (_dir, w) = writer();
+        let ok: Result<i64, StoreError> = w
+            .write(|tx| Ok(tx.execute("INSERT INTO parent (id) VALUES (1)", [])? as i64))
+            .await;
+        assert_eq!(ok.unwrap(), 1);
+        // The job itself succeeds; the transaction holding it cannot commit.
+        let orphan: Result<(), StoreError> = w
+            .write(|tx| {
+                tx.execute("INSERT INTO child (id, parent) VALUES (1, 99)", [])?;
+                Ok(())
+            })
+            .await;
+        assert!(
+            orphan.is_err(),
+            "answered Ok for a write that never committed"
+        );
+        let count: Result<i64, StoreError> = w
+            .write(|tx| Ok(tx.query_row("SELECT count(*) FROM child", [], |r| r.get(0))?))
+            .await;
+        assert_eq!(count.unwrap(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_failing_job_rolls_back_alone_and_its_batch_still_commits() {
+        let (_dir, w) = writer();
+        let (a, b) = tokio::join!(
+            w.write(|tx| {
+                tx.execute("INSERT INTO parent (id) VALUES (7)", [])?;
+                Err::<(), StoreError>(StoreError::Sqlite("refused by the job".into()))
+            }),
+            w.write(|tx| Ok::<_, StoreError>(
+                tx.execute("INSERT INTO parent (id) VALUES (8)", [])?
+            ))
+        );
+        assert!(a.is_err());
+        assert_eq!(b.unwrap(), 1);
+        let ids: Result<Vec<i64>, StoreError> = w
+            .write(|tx| {
+                let mut s = tx.prepare("SELECT id FROM parent ORDER BY id")?;
+                let ids = s.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?;
+                Ok(ids)
+            })
+            .await;
+        assert_eq!(ids.unwrap(), vec![8]);
+    }
+}
