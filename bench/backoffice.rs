@@ -35,6 +35,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+#[path = "flags.rs"]
+mod flags;
+use flags::{get, get_f64, parse_flags};
+
 fn usage() -> ExitCode {
     eprintln!(
         "usage:\n  backoffice serve --listen ADDR [--latency-ms MS] [--limit-per-sec N] \
@@ -42,34 +46,6 @@ fn usage() -> ExitCode {
          backoffice backlog --db PATH --rows N [--register ID]"
     );
     ExitCode::from(2)
-}
-
-/// `--key value` pairs after the subcommand.
-fn parse_flags(args: &[String]) -> Result<HashMap<String, String>, String> {
-    let mut out = HashMap::new();
-    let mut it = args.iter();
-    while let Some(k) = it.next() {
-        let Some(name) = k.strip_prefix("--") else {
-            return Err(format!("unexpected argument {k:?}"));
-        };
-        let v = it.next().ok_or_else(|| format!("--{name} needs a value"))?;
-        out.insert(name.to_string(), v.clone());
-    }
-    Ok(out)
-}
-
-fn get<'a>(flags: &'a HashMap<String, String>, k: &str) -> Result<&'a str, String> {
-    flags
-        .get(k)
-        .map(String::as_str)
-        .ok_or_else(|| format!("missing --{k}"))
-}
-
-fn get_f64(flags: &HashMap<String, String>, k: &str, default: Option<f64>) -> Result<f64, String> {
-    match flags.get(k) {
-        Some(v) => v.parse().map_err(|e| format!("--{k} {v:?}: {e}")),
-        None => default.ok_or_else(|| format!("missing --{k}")),
-    }
 }
 
 fn main() -> ExitCode {

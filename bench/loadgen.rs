@@ -36,6 +36,10 @@ use std::io::Write;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
+#[path = "flags.rs"]
+mod flags;
+use flags::{get, get_f64, parse_flags};
+
 fn usage() -> ExitCode {
     eprintln!(
         "usage:\n  loadgen fsync --dir DIR --seconds S\n  \
@@ -44,34 +48,6 @@ fn usage() -> ExitCode {
          (--seconds S [--warmup W] | --count K) [--amount MINOR] [--expect STATUS] [--slow-ms MS]"
     );
     ExitCode::from(2)
-}
-
-/// `--key value` pairs after the subcommand.
-fn parse_flags(args: &[String]) -> Result<HashMap<String, String>, String> {
-    let mut out = HashMap::new();
-    let mut it = args.iter();
-    while let Some(k) = it.next() {
-        let Some(name) = k.strip_prefix("--") else {
-            return Err(format!("unexpected argument {k:?}"));
-        };
-        let v = it.next().ok_or_else(|| format!("--{name} needs a value"))?;
-        out.insert(name.to_string(), v.clone());
-    }
-    Ok(out)
-}
-
-fn get<'a>(flags: &'a HashMap<String, String>, k: &str) -> Result<&'a str, String> {
-    flags
-        .get(k)
-        .map(String::as_str)
-        .ok_or_else(|| format!("missing --{k}"))
-}
-
-fn get_f64(flags: &HashMap<String, String>, k: &str, default: Option<f64>) -> Result<f64, String> {
-    match flags.get(k) {
-        Some(v) => v.parse().map_err(|e| format!("--{k} {v:?}: {e}")),
-        None => default.ok_or_else(|| format!("missing --{k}")),
-    }
 }
 
 fn main() -> ExitCode {
