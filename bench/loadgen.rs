@@ -13,6 +13,7 @@
 //! loadgen payments --url URL --token TOKEN --register R1 --concurrency N
 //!                  (--seconds S [--warmup W] | --count K) [--amount MINOR]
 //!                  [--burst-gap-ms G: all registers send together every G ms]
+//!                  [--pace-ms P: each register sends once every P ms from a random phase]
 //!                  [--expect approved_offline] [--slow-ms 1000]
 //!     N tasks, each with its own keep-alive HTTP client, POST /v1/payments card payments
 //!     (pm_card_visa, --amount minor units, default 125, a unique client_payment_id) in a loop
@@ -426,6 +427,16 @@ fn payments(flags: &HashMap<String, String>) -> Result<String, String> {
             get_f64(flags, "burst-gap-ms", None).map(|ms| Duration::from_secs_f64(ms / 1000.0))
         })
         .transpose()?;
+    // Paced: every register pays once per P ms, each from its own random phase, so payments
+    // arrive as from registers serving customers (not synchronised, never back to back).
+    let pace = flags
+        .get("pace-ms")
+        .map(|_| get_f64(flags, "pace-ms", None).map(|ms| Duration::from_secs_f64(ms / 1000.0)))
+        .transpose()?;
+    if burst_gap.is_some() && pace.is_some() {
+        return Err("--burst-gap-ms and --pace-ms exclude each other".into());
+    }
+    let schedule = burst_gap.map(|g| (g, false)).or(pace.map(|p| (p, true)));
     if concurrency == 0 || count == Some(0) {
         return Err("--concurrency and --count must be at least 1".into());
     }
@@ -473,11 +484,15 @@ fn payments(flags: &HashMap<String, String>) -> Result<String, String> {
                     samples: Vec::new(),
                     last_done: None,
                 };
-                tokio::time::sleep_until(start_at.into()).await;
+                let phase = match schedule {
+                    Some((gap, true)) => gap.mul_f64(rand::random::<f64>()),
+                    _ => Duration::ZERO,
+                };
+                tokio::time::sleep_until((start_at + phase).into()).await;
                 let mut i: u64 = 0;
                 loop {
-                    if let Some(gap) = burst_gap {
-                        let tick = start_at + gap * u32::try_from(i).unwrap_or(u32::MAX);
+                    if let Some((gap, _)) = schedule {
+                        let tick = start_at + phase + gap * u32::try_from(i).unwrap_or(u32::MAX);
                         tokio::time::sleep_until(tick.into()).await;
                     }
                     let sent = Instant::now();
