@@ -43,6 +43,11 @@ const ALERTS: &[(&str, &str, &str)] = &[
         "4f0b3c1d2e8a4b6c9d7e5f3a1b2c4d09",
         "4f0b3c1d2e8a4b6c9d7e5f3a1b2c4d0a",
     ),
+    (
+        "backup",
+        "4f0b3c1d2e8a4b6c9d7e5f3a1b2c4d0b",
+        "4f0b3c1d2e8a4b6c9d7e5f3a1b2c4d0c",
+    ),
 ];
 
 /// What the alerts look at besides the outbox: payments that need the merchant.
@@ -158,46 +163,57 @@ impl Alerts {
     ) {
         self.record_depth(stats);
         let conditions = self.conditions(stats, payments, net, offline_for);
-        let mut active = self.active.lock().unwrap_or_else(|p| p.into_inner());
         for (name, holds) in conditions {
-            let (_, raised_id, cleared_id) = ALERTS
-                .iter()
-                .find(|(n, _, _)| *n == name)
-                .copied()
-                .unwrap_or((name, "", ""));
-            let gauge = self
-                .metrics
-                .alert_active
-                .get_or_create(&AlertLabels { alert: name.into() });
-            match (holds, active.contains_key(name)) {
-                (Some(message), false) => {
-                    tracing::warn!(
-                        message_id = raised_id,
-                        alert = name,
-                        "alert raised: {message}"
-                    );
-                    gauge.set(1);
-                    active.insert(
-                        name,
-                        Active {
-                            alert: name,
-                            since: crate::business_day::rfc3339(chrono::Utc::now()),
-                            message,
-                        },
-                    );
-                }
-                (Some(message), true) => {
-                    if let Some(a) = active.get_mut(name) {
-                        a.message = message;
-                    }
-                }
-                (None, true) => {
-                    tracing::info!(message_id = cleared_id, alert = name, "alert cleared");
-                    gauge.set(0);
-                    active.remove(name);
-                }
-                (None, false) => {}
+            self.apply(name, holds);
+        }
+    }
+
+    /// The `backup` alert: the last backup failed, or none succeeded for twice the interval
+    /// (see [`crate::backup::problem`]). Evaluated by the backup schedule, not with the queue.
+    pub fn set_backup(&self, problem: Option<String>) {
+        self.apply("backup", problem);
+    }
+
+    /// Raises or clears one alert, logging only the transition.
+    fn apply(&self, name: &'static str, holds: Option<String>) {
+        let mut active = self.active.lock().unwrap_or_else(|p| p.into_inner());
+        let (_, raised_id, cleared_id) = ALERTS
+            .iter()
+            .find(|(n, _, _)| *n == name)
+            .copied()
+            .unwrap_or((name, "", ""));
+        let gauge = self
+            .metrics
+            .alert_active
+            .get_or_create(&AlertLabels { alert: name.into() });
+        match (holds, active.contains_key(name)) {
+            (Some(message), false) => {
+                tracing::warn!(
+                    message_id = raised_id,
+                    alert = name,
+                    "alert raised: {message}"
+                );
+                gauge.set(1);
+                active.insert(
+                    name,
+                    Active {
+                        alert: name,
+                        since: crate::business_day::rfc3339(chrono::Utc::now()),
+                        message,
+                    },
+                );
             }
+            (Some(message), true) => {
+                if let Some(a) = active.get_mut(name) {
+                    a.message = message;
+                }
+            }
+            (None, true) => {
+                tracing::info!(message_id = cleared_id, alert = name, "alert cleared");
+                gauge.set(0);
+                active.remove(name);
+            }
+            (None, false) => {}
         }
     }
 

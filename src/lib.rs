@@ -19,7 +19,9 @@
 //! | [`upstream`] | the HTTP client; Stripe and Conexxus requests and answer classification |
 //! | [`naxml`] | NAXML POSJournal documents |
 //! | [`audit`] | the hash-chained audit trail: append, verify, export |
+//! | [`backup`] | scheduled and on-demand snapshots, pruning, restore, S3 upload kind |
 //! | [`alerts`] | conditions raised and cleared once each |
+//! | [`status`] | the technician's one-screen status and its exit code |
 //! | [`settings`] | small durable settings (forced modes, the dispatcher clock) |
 //! | [`api`] | HTTP routes, auth, body limits, error mapping, the connection loop |
 //! | [`metrics`] | Prometheus registry |
@@ -34,6 +36,7 @@
 pub mod alerts;
 pub mod api;
 pub mod audit;
+pub mod backup;
 pub mod business_day;
 pub mod cli;
 pub mod config;
@@ -49,6 +52,7 @@ pub mod pan;
 pub mod payments;
 pub mod probe;
 pub mod settings;
+pub mod status;
 pub mod store;
 pub mod systemd;
 pub mod upstream;

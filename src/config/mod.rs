@@ -352,6 +352,8 @@ pub struct BackupConfig {
     pub keep: u32,
     /// Default: `backups/` beside the database.
     pub directory: Option<PathBuf>,
+    /// Optional upload of every scheduled backup to S3-compatible storage.
+    pub s3: Option<S3Config>,
 }
 
 impl Default for BackupConfig {
@@ -361,6 +363,46 @@ impl Default for BackupConfig {
             interval: ConfigDuration(Duration::from_secs(24 * 3600)),
             keep: 7,
             directory: None,
+            s3: None,
+        }
+    }
+}
+
+/// `[backup.s3]`: where backups are uploaded (an outbox kind, so an outage only delays it).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct S3Config {
+    /// `https://s3.eu-west-1.amazonaws.com`, or any S3-compatible endpoint.
+    pub endpoint: String,
+    pub bucket: String,
+    pub region: String,
+    /// Prepended to the file name to make the object key, e.g. `"store-17/"`.
+    pub prefix: String,
+    pub access_key_id: String,
+    /// The secret comes from here, `secret_access_key_file`, env
+    /// `POSEDGE_S3_SECRET_ACCESS_KEY` or the systemd credential `s3_secret_access_key`.
+    pub secret_access_key: Option<String>,
+    pub secret_access_key_file: Option<PathBuf>,
+    /// `https://endpoint/bucket/key` instead of `https://bucket.endpoint/key`.
+    pub path_style: bool,
+    /// Bound on one upload (the whole file).
+    pub timeout: ConfigDuration,
+    pub max_retries: u32,
+}
+
+impl Default for S3Config {
+    fn default() -> Self {
+        S3Config {
+            endpoint: String::new(),
+            bucket: String::new(),
+            region: "us-east-1".into(),
+            prefix: String::new(),
+            access_key_id: String::new(),
+            secret_access_key: None,
+            secret_access_key_file: None,
+            path_style: false,
+            timeout: ConfigDuration(Duration::from_secs(600)),
+            max_retries: 20,
         }
     }
 }
@@ -614,6 +656,37 @@ impl Config {
             if c.max_retries == 0 {
                 return Err(err("conexxus.max_retries", "must be at least 1".into()));
             }
+        }
+
+        if let Some(s3) = &self.backup.s3 {
+            check_upstream_url(&s3.endpoint).map_err(|m| err("backup.s3.endpoint", m))?;
+            for (key, value) in [
+                ("backup.s3.bucket", &s3.bucket),
+                ("backup.s3.region", &s3.region),
+                ("backup.s3.access_key_id", &s3.access_key_id),
+            ] {
+                if value.trim().is_empty() {
+                    return Err(err(key, "required in [backup.s3]".into()));
+                }
+            }
+            if s3.secret_access_key.is_some() && s3.secret_access_key_file.is_some() {
+                return Err(err(
+                    "backup.s3.secret_access_key",
+                    "set either secret_access_key or secret_access_key_file, not both".into(),
+                ));
+            }
+            if s3.timeout.0.is_zero() || s3.max_retries == 0 {
+                return Err(err(
+                    "backup.s3.timeout",
+                    "timeout and max_retries must be more than zero".into(),
+                ));
+            }
+        }
+        if self.backup.keep == 0 {
+            return Err(err(
+                "backup.keep",
+                "must be at least 1 (set enabled = false to take no backups)".into(),
+            ));
         }
 
         let database_path = self.database.path.clone().unwrap_or_else(|| {

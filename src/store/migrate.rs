@@ -115,7 +115,9 @@ pub fn run(
     })
 }
 
-/// A consistent copy of the database taken before a migration, kept in `dir`.
+/// A consistent copy of the database taken before a migration, kept in `dir` (the backup
+/// directory) under a name `posedge backup list` shows and `posedge backup restore` takes.
+/// Written like every backup: temporary name, fsync, integrity check, rename.
 fn snapshot(
     conn: &Connection,
     db_path: &Path,
@@ -123,21 +125,31 @@ fn snapshot(
     from: i64,
     to: i64,
 ) -> Result<PathBuf, StoreError> {
-    std::fs::create_dir_all(dir)
-        .map_err(|e| StoreError::Io(format!("cannot create {}: {e}", dir.display())))?;
     let stem = db_path
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_else(|| "posedge".into());
-    let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%SZ");
-    let target = dir.join(format!("{stem}-pre-migration-v{from}-to-v{to}-{stamp}.db"));
-    let target_str = target.to_str().ok_or_else(|| {
-        StoreError::Io(format!("snapshot path {} is not UTF-8", target.display()))
-    })?;
-    conn.execute("VACUUM INTO ?1", [target_str])?;
+    let target = dir.join(pre_migration_name(&stem, from, to, chrono::Utc::now()));
+    super::snapshot::write(conn, &target)?;
     tracing::info!(snapshot = %target.display(), "snapshot taken before migration");
     Ok(target)
 }
+
+/// `posedge-pre-migration-v1-to-v2-20261124T101500.123Z.db`.
+pub fn pre_migration_name(
+    stem: &str,
+    from: i64,
+    to: i64,
+    at: chrono::DateTime<chrono::Utc>,
+) -> String {
+    format!(
+        "{stem}-pre-migration-v{from}-to-v{to}-{}.db",
+        at.format(STAMP_FORMAT)
+    )
+}
+
+/// UTC, sortable, safe in file names; milliseconds so two copies in one second differ.
+pub const STAMP_FORMAT: &str = "%Y%m%dT%H%M%S%.3fZ";
 
 /// Adapts a connection so refinery's batch runs in `BEGIN IMMEDIATE` rather than the
 /// deferred transaction its own rusqlite driver uses.

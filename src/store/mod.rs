@@ -12,6 +12,7 @@
 
 pub mod migrate;
 pub mod read;
+pub mod snapshot;
 pub mod writer;
 
 use rusqlite::{Connection, ErrorCode, OpenFlags};

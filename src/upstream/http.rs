@@ -16,9 +16,13 @@ use std::time::{Duration, Instant};
 /// Largest response body we read; upstream answers are small JSON or empty.
 const MAX_RESPONSE_BYTES: usize = 1 << 20;
 
+/// A request body read from disk chunk by chunk (backup uploads), never whole in memory.
+pub type FileBody = http_body_util::combinators::UnsyncBoxBody<Bytes, std::io::Error>;
+
 #[derive(Clone)]
 pub struct HttpClient {
     inner: Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>,
+    files: Client<hyper_rustls::HttpsConnector<HttpConnector>, FileBody>,
 }
 
 #[derive(Debug, Clone)]
@@ -60,6 +64,18 @@ impl Default for HttpClient {
 
 impl HttpClient {
     pub fn new() -> HttpClient {
+        HttpClient {
+            inner: Self::client(),
+            files: Self::client(),
+        }
+    }
+
+    /// Same TLS (rustls, webpki roots, no OpenSSL) and pool settings for every body type.
+    fn client<B>() -> Client<hyper_rustls::HttpsConnector<HttpConnector>, B>
+    where
+        B: hyper::body::Body + Send + 'static,
+        B::Data: Send,
+    {
         let provider = std::sync::Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
         let tls = tokio_rustls::rustls::ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
@@ -77,11 +93,64 @@ impl HttpClient {
             .https_or_http()
             .enable_http1()
             .wrap_connector(http);
-        let inner = Client::builder(TokioExecutor::new())
+        Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(30))
             .pool_max_idle_per_host(8)
-            .build(connector);
-        HttpClient { inner }
+            .build(connector)
+    }
+
+    /// Sends the file at `path` as the body (with its Content-Length), streamed from disk
+    /// in 64 KiB chunks, and reads the whole answer, all within `timeout`.
+    pub async fn send_file(
+        &self,
+        method: Method,
+        url: &str,
+        headers: &[(HeaderName, HeaderValue)],
+        path: &std::path::Path,
+        timeout: Duration,
+    ) -> Result<Response, HttpError> {
+        use futures_util::StreamExt;
+        use tokio::io::AsyncReadExt;
+        let file = tokio::fs::File::open(path)
+            .await
+            .map_err(|e| HttpError::Invalid(format!("cannot open {}: {e}", path.display())))?;
+        let length = file
+            .metadata()
+            .await
+            .map_err(|e| HttpError::Invalid(format!("cannot stat {}: {e}", path.display())))?
+            .len();
+        let chunks = futures_util::stream::unfold(file, |mut file| async move {
+            let mut buf = vec![0u8; 64 * 1024];
+            match file.read(&mut buf).await {
+                Ok(0) => None,
+                Ok(n) => {
+                    buf.truncate(n);
+                    Some((Ok(hyper::body::Frame::data(Bytes::from(buf))), file))
+                }
+                Err(e) => Some((Err(e), file)),
+            }
+        })
+        .boxed();
+        let body = BodyExt::boxed_unsync(http_body_util::StreamBody::new(chunks));
+        let mut builder = Request::builder()
+            .method(method)
+            .uri(url)
+            .header(hyper::header::CONTENT_LENGTH, length);
+        for (k, v) in headers {
+            builder = builder.header(k, v);
+        }
+        let request = builder
+            .body(body)
+            .map_err(|e| HttpError::Invalid(e.to_string()))?;
+        let started = Instant::now();
+        let exchange = async {
+            let response = self.files.request(request).await.map_err(classify)?;
+            read_response(response, started).await
+        };
+        match tokio::time::timeout(timeout, exchange).await {
+            Ok(result) => result,
+            Err(_) => Err(HttpError::Timeout(timeout)),
+        }
     }
 
     /// Sends one request and reads the whole answer, all within `timeout`.
@@ -103,25 +172,32 @@ impl HttpClient {
         let started = Instant::now();
         let exchange = async {
             let response = self.inner.request(request).await.map_err(classify)?;
-            let (parts, body) = response.into_parts();
-            let limited = http_body_util::Limited::new(body, MAX_RESPONSE_BYTES);
-            let bytes = limited
-                .collect()
-                .await
-                .map_err(|e| HttpError::Io(e.to_string()))?
-                .to_bytes();
-            Ok(Response {
-                status: parts.status,
-                headers: parts.headers,
-                body: bytes,
-                latency: started.elapsed(),
-            })
+            read_response(response, started).await
         };
         match tokio::time::timeout(timeout, exchange).await {
             Ok(result) => result,
             Err(_) => Err(HttpError::Timeout(timeout)),
         }
     }
+}
+
+async fn read_response(
+    response: hyper::Response<hyper::body::Incoming>,
+    started: Instant,
+) -> Result<Response, HttpError> {
+    let (parts, body) = response.into_parts();
+    let limited = http_body_util::Limited::new(body, MAX_RESPONSE_BYTES);
+    let bytes = limited
+        .collect()
+        .await
+        .map_err(|e| HttpError::Io(e.to_string()))?
+        .to_bytes();
+    Ok(Response {
+        status: parts.status,
+        headers: parts.headers,
+        body: bytes,
+        latency: started.elapsed(),
+    })
 }
 
 fn classify(e: hyper_util::client::legacy::Error) -> HttpError {
