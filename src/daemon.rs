@@ -7,6 +7,8 @@
 
 use crate::alerts::Alerts;
 use crate::api::{self, AppState};
+use crate::backup::daemon::Backups;
+use crate::backup::upload::BackupUpload;
 use crate::config::{Config, ConfigError};
 use crate::metrics::Metrics;
 use crate::outbox::backoff::Backoff;
@@ -55,6 +57,8 @@ pub struct Daemon {
     pub state: AppState,
     store: Store,
     tls: Option<tokio_rustls::TlsAcceptor>,
+    /// Held for the daemon's life: `posedge backup restore` refuses while it is.
+    _lock: crate::store::lock::DbLock,
 }
 
 impl Daemon {
@@ -75,6 +79,14 @@ impl Daemon {
             })?),
             _ => None,
         };
+        let lock =
+            crate::store::lock::try_lock(&config.resolved.database_path)?.ok_or_else(|| {
+                StartError::Other(format!(
+                    "another posedge process has {} open (it holds {}); stop it first",
+                    config.resolved.database_path.display(),
+                    crate::store::lock::lock_path(&config.resolved.database_path).display()
+                ))
+            })?;
         // A migration with a snapshot of a large ledger can take a while.
         systemd::extend_timeout(Duration::from_secs(300));
         let observer_metrics = metrics.clone();
@@ -108,7 +120,16 @@ impl Daemon {
             }
             None => None,
         };
+        let backup_upload =
+            BackupUpload::new(&config, http.clone()).map_err(|(key, message)| {
+                StartError::Config(ConfigError {
+                    file: config.source_label(),
+                    key: key.into(),
+                    message,
+                })
+            })?;
         let kinds: Vec<Arc<dyn Kind>> = vec![
+            Arc::new(backup_upload),
             Arc::new(SaleJournal::new(&config, store.reads.clone(), http.clone())),
             Arc::new(StripeForward {
                 reads: store.reads.clone(),
@@ -172,6 +193,13 @@ impl Daemon {
             stripe,
             dispatcher.clone(),
         ));
+        let backups = Backups::new(
+            crate::backup::Plan::from_config(&config),
+            store.reads.clone(),
+            store.writer.clone(),
+            dispatcher.clone(),
+            alerts.clone(),
+        );
         let state = AppState {
             config: Arc::new(config),
             writer: store.writer.clone(),
@@ -182,8 +210,14 @@ impl Daemon {
             dispatcher,
             alerts,
             payments,
+            backups,
         };
-        Ok(Daemon { state, store, tls })
+        Ok(Daemon {
+            state,
+            store,
+            tls,
+            _lock: lock,
+        })
     }
 
     /// Serves on `listener` until `shutdown` resolves, then drains and closes the database.
@@ -215,6 +249,9 @@ impl Daemon {
         background.extend(state.probe.spawn());
         background.push(tokio::spawn(housekeeping(state.clone())));
         background.push(tokio::spawn(evaluate_alerts(state.clone())));
+        if cfg.backup.enabled {
+            background.push(tokio::spawn(state.backups.clone().schedule()));
+        }
         let (stop_tx, stop_rx) = watch::channel(false);
         let lanes = state
             .dispatcher

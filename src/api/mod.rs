@@ -12,6 +12,7 @@ pub mod body;
 pub mod error;
 mod health;
 mod network;
+mod ops;
 mod payments;
 mod queue;
 mod sales;
@@ -46,6 +47,7 @@ pub struct AppState {
     pub dispatcher: Arc<Dispatcher>,
     pub alerts: Arc<Alerts>,
     pub payments: Arc<crate::payments::flow::Payments>,
+    pub backups: Arc<crate::backup::daemon::Backups>,
 }
 
 /// The route table.
@@ -73,6 +75,8 @@ pub fn router(state: AppState) -> Router {
         .route("/admin/outbox/{id}", get(queue::show))
         .route("/admin/outbox/{id}/retry", post(queue::retry_one))
         .route("/admin/outbox/{id}/discard", post(queue::discard))
+        .route("/admin/status", get(ops::status))
+        .route("/admin/backup", post(ops::backup))
         .route("/metrics", get(health::metrics))
         .route("/openapi.json", get(health::openapi))
         .fallback(|| async { ApiError::not_found("no such endpoint") })

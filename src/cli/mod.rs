@@ -1,5 +1,5 @@
 //! The command line: `posedge serve | check-config | migrate | hash-token | hash-pin |
-//! outbox | network | audit`.
+//! outbox | network | audit | backup | status`.
 //!
 //! Technician commands that change something go through the running daemon (its local admin
 //! socket) so its in-memory state follows; when the daemon is stopped they change the
@@ -8,6 +8,7 @@
 //!
 //! Exit codes: 0 success, 1 failure, 65 database refused (corrupt or newer), 78 bad config.
 
+mod backup;
 mod local;
 mod technician;
 
@@ -60,6 +61,25 @@ pub enum Command {
         #[command(subcommand)]
         action: technician::AuditAction,
     },
+    /// Take, list or restore backups of the database.
+    Backup {
+        #[command(subcommand)]
+        action: backup::BackupAction,
+    },
+    /// One screen: mode and upstreams, outbox, offline payments against the limits, last
+    /// backup, database size. From the running daemon, else from the database.
+    ///
+    /// Exit codes, for monitoring: 2 DOWN = the daemon is not running (its admin socket does
+    /// not answer), or its database writer does not answer within 1 s, or the disk holding
+    /// the database has less than 16 MiB free. 1 DEGRADED = a configured upstream is not
+    /// online (forced offline included), an alert is active, the outbox has dead rows, or the
+    /// last backup failed or the last good one is older than twice [backup] interval.
+    /// 0 HEALTHY = none of these.
+    Status {
+        /// Print the whole document as JSON (with `health.exit_code` and `health.reasons`).
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 pub fn main() -> ExitCode {
@@ -98,6 +118,14 @@ pub fn main() -> ExitCode {
         Command::Outbox { action } => report(technician::outbox(config, action)),
         Command::Network { action } => report(technician::network(config, action)),
         Command::Audit { action } => report(technician::audit(config, action)),
+        Command::Backup { action } => report(backup::backup(config, action)),
+        Command::Status { json } => match backup::status(config, json) {
+            Ok((text, code)) => {
+                println!("{text}");
+                ExitCode::from(code)
+            }
+            Err(e) => fail(&e),
+        },
         Command::Serve => {
             crate::logging::init();
             let config = match Config::load(config.as_deref()) {
@@ -169,6 +197,14 @@ fn check_config(path: Option<PathBuf>) -> Result<String, StartError> {
                 message,
             }
         })?;
+    }
+    if config.backup.s3.is_some() {
+        crate::backup::upload::BackupUpload::new(&config, crate::upstream::http::HttpClient::new())
+            .map_err(|(key, message)| crate::config::ConfigError {
+                file: config.source_label(),
+                key: key.into(),
+                message,
+            })?;
     }
     warn_if_writable_by_others(&config);
     Ok(format!(

@@ -10,6 +10,7 @@
 //! - a corrupt database, or one whose schema is newer than this binary, stops start-up with a
 //!   clear message; nothing is ever deleted or reset ([`migrate`]).
 
+pub mod lock;
 pub mod migrate;
 pub mod read;
 pub mod snapshot;

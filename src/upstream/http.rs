@@ -19,10 +19,12 @@ const MAX_RESPONSE_BYTES: usize = 1 << 20;
 /// A request body read from disk chunk by chunk (backup uploads), never whole in memory.
 pub type FileBody = http_body_util::combinators::UnsyncBoxBody<Bytes, std::io::Error>;
 
+/// Cheap to clone; the pools are shared (behind `Arc`s so the handle stays small inside the
+/// enums that hold it).
 #[derive(Clone)]
 pub struct HttpClient {
-    inner: Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>,
-    files: Client<hyper_rustls::HttpsConnector<HttpConnector>, FileBody>,
+    inner: std::sync::Arc<Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>>,
+    files: std::sync::Arc<Client<hyper_rustls::HttpsConnector<HttpConnector>, FileBody>>,
 }
 
 #[derive(Debug, Clone)]
@@ -65,8 +67,8 @@ impl Default for HttpClient {
 impl HttpClient {
     pub fn new() -> HttpClient {
         HttpClient {
-            inner: Self::client(),
-            files: Self::client(),
+            inner: std::sync::Arc::new(Self::client()),
+            files: std::sync::Arc::new(Self::client()),
         }
     }
 
