@@ -8,6 +8,7 @@ mod fake_port;
 mod fake_stripe;
 mod fake_upstream;
 
+mod backup;
 mod cli;
 mod config_errors;
 mod crash;
@@ -18,3 +19,4 @@ mod payments;
 mod sales_api;
 mod schema;
 mod security;
+mod upgrade;
