@@ -14,6 +14,7 @@ mod config_errors;
 mod crash;
 mod lifecycle;
 mod localstripe;
+mod moto;
 mod outbox;
 mod payments;
 mod sales_api;
