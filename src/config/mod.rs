@@ -927,6 +927,14 @@ mod example_tests {
             "dead_rows",
             "oldest_pending",
             "keep",
+            "[backup.s3]",
+            "endpoint",
+            "bucket",
+            "region",
+            "prefix",
+            "access_key_id",
+            "secret_access_key_file",
+            "path_style",
         ];
         for key in keys {
             assert!(
@@ -957,6 +965,6 @@ mod example_tests {
             .and_then(Config::validated)
             .unwrap_or_else(|e| panic!("{e}\n{text}"));
         assert_eq!(c.registers.len(), 1);
-        assert!(c.stripe.is_some() && c.conexxus.is_some());
+        assert!(c.stripe.is_some() && c.conexxus.is_some() && c.backup.s3.is_some());
     }
 }
