@@ -9,6 +9,7 @@ mod fake_stripe;
 mod fake_upstream;
 
 mod cli;
+mod conexxus;
 mod config_errors;
 mod crash;
 mod lifecycle;

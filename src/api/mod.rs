@@ -9,6 +9,7 @@
 
 pub mod auth;
 pub mod body;
+mod conexxus;
 pub mod error;
 mod health;
 mod network;
@@ -46,6 +47,7 @@ pub struct AppState {
     pub dispatcher: Arc<Dispatcher>,
     pub alerts: Arc<Alerts>,
     pub payments: Arc<crate::payments::flow::Payments>,
+    pub end_of_day: Arc<crate::conexxus::eod::EndOfDay>,
 }
 
 /// The route table.
@@ -73,6 +75,9 @@ pub fn router(state: AppState) -> Router {
         .route("/admin/outbox/{id}", get(queue::show))
         .route("/admin/outbox/{id}/retry", post(queue::retry_one))
         .route("/admin/outbox/{id}/discard", post(queue::discard))
+        .route("/conexxus/pending-syncs", get(conexxus::pending))
+        .route("/conexxus/health", get(conexxus::health))
+        .route("/conexxus/sync", post(conexxus::sync))
         .route("/metrics", get(health::metrics))
         .route("/openapi.json", get(health::openapi))
         .fallback(|| async { ApiError::not_found("no such endpoint") })
