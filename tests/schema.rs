@@ -184,7 +184,12 @@ fn a_v1_database_is_snapshotted_then_upgraded_keeping_every_row() {
     );
     assert_eq!(
         count(&db, "SELECT max(version) FROM refinery_schema_history"),
-        2
+        3
+    );
+    assert_eq!(
+        count(&db, "SELECT count(*) FROM sales WHERE kind = 'sale'"),
+        count(&db, "SELECT count(*) FROM sales"),
+        "every sale recorded before refunds existed is a sale"
     );
     assert_eq!(
         count(&db, "SELECT total FROM sales WHERE id = 'sale_OLD1'"),
