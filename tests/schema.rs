@@ -208,7 +208,7 @@ fn a_v1_database_is_snapshotted_then_upgraded_keeping_every_row() {
         .args(["migrate", "--config", config.to_str().unwrap()])
         .output()
         .unwrap();
-    assert!(String::from_utf8_lossy(&again.stdout).contains("already at v2"));
+    assert!(String::from_utf8_lossy(&again.stdout).contains("already at v3"));
 }
 
 #[tokio::test]
