@@ -506,6 +506,7 @@ fn backlog(flags: &HashMap<String, String>) -> Result<String, String> {
             business_date: business_date.clone(),
             created_at: created_at.clone(),
             sync_priority: ledger::DEFAULT_SYNC_PRIORITY,
+            journal_per_sale: true,
         };
         match ledger::record(&tx, &sale, &ctx).map_err(|e| e.to_string())? {
             Recorded::New(_) => {}

@@ -9,6 +9,7 @@ use crate::alerts::Alerts;
 use crate::api::{self, AppState};
 use crate::backup::daemon::Backups;
 use crate::backup::upload::BackupUpload;
+use crate::conexxus::{batch, eod};
 use crate::config::{Config, ConfigError};
 use crate::metrics::Metrics;
 use crate::outbox::backoff::Backoff;
@@ -19,7 +20,7 @@ use crate::payments::flow::Payments;
 use crate::payments::forward::{StripeForward, StripeVoid};
 use crate::probe::{Link, Probe};
 use crate::store::{OpenOptions, Store, StoreError};
-use crate::upstream::conexxus::SaleJournal;
+use crate::upstream::conexxus::{Delivery, MovementReport, SaleJournal};
 use crate::upstream::http::HttpClient;
 use crate::upstream::stripe::{load_secret_key, Stripe};
 use crate::{settings, systemd};
@@ -130,7 +131,12 @@ impl Daemon {
             })?;
         let kinds: Vec<Arc<dyn Kind>> = vec![
             Arc::new(backup_upload),
-            Arc::new(SaleJournal::new(&config, store.reads.clone(), http.clone())),
+            Arc::new(SaleJournal::new(
+                &config,
+                store.reads.clone(),
+                Delivery::new(&config, http.clone()),
+            )),
+            Arc::new(MovementReport::new(Delivery::new(&config, http.clone()))),
             Arc::new(StripeForward {
                 reads: store.reads.clone(),
                 stripe: stripe.clone(),
@@ -200,7 +206,13 @@ impl Daemon {
             dispatcher.clone(),
             alerts.clone(),
         );
+        let end_of_day = Arc::new(eod::EndOfDay::new(
+            store.writer.clone(),
+            dispatcher.clone(),
+            eod::Settings::from_config(&config),
+        ));
         let state = AppState {
+            end_of_day,
             config: Arc::new(config),
             writer: store.writer.clone(),
             reads: store.reads.clone(),
@@ -252,6 +264,7 @@ impl Daemon {
         if cfg.backup.enabled {
             background.push(tokio::spawn(state.backups.clone().schedule()));
         }
+        background.push(tokio::spawn(end_of_day(state.clone())));
         let (stop_tx, stop_rx) = watch::channel(false);
         let lanes = state
             .dispatcher
@@ -310,7 +323,16 @@ fn recover(config: &Config) -> Result<Recovered, StoreError> {
     let clock_ms = settings::get(&tx, dispatcher::CLOCK_KEY)?
         .and_then(|v| v.parse().ok())
         .unwrap_or(0);
+    // Before any sale is recorded under this run's `events_per_document`.
+    let now = crate::business_day::rfc3339(chrono::Utc::now());
+    let gathered = batch::init(&tx, eod::Settings::from_config(config).batching, &now)?;
     tx.commit()?;
+    if gathered > 0 {
+        tracing::info!(
+            documents = gathered,
+            "sales left in a journal batch queued before going back to one document per sale"
+        );
+    }
     if reset > 0 {
         tracing::warn!(
             rows = reset,
@@ -334,6 +356,25 @@ async fn housekeeping(state: AppState) {
             .sweep(state.config.outbox.retention_days)
             .await;
         expire_payments(&state).await;
+    }
+}
+
+/// End of day: at start-up the catch-up for dates that closed while the box was off, then
+/// every 5 s the scheduled syncs that came due; every second the journal batches that
+/// filled up or waited long enough (a no-op with one document per sale).
+async fn end_of_day(state: AppState) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    for n in 0u64.. {
+        tick.tick().await;
+        if let Err(e) = state.end_of_day.batch_tick().await {
+            tracing::error!(error = %e, "cannot queue journal batches");
+        }
+        if n % 5 == 0 {
+            if let Err(e) = state.end_of_day.run_due().await {
+                tracing::error!(error = %e, "cannot queue the end-of-day movement reports");
+            }
+        }
     }
 }
 

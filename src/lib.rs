@@ -17,7 +17,8 @@
 //! | [`probe`] | per-upstream reachability with hysteresis; forced offline |
 //! | [`payments`] | cash and card payments, the offline policy, approvals, forwards, voids |
 //! | [`upstream`] | the HTTP client; Stripe and Conexxus requests and answer classification |
-//! | [`naxml`] | NAXML POSJournal documents |
+//! | [`naxml`] | NAXML POSJournal and MovementReport documents (pure rendering) |
+//! | [`conexxus`] | journal events and batches, end-of-day reports, back-office status |
 //! | [`audit`] | the hash-chained audit trail: append, verify, export |
 //! | [`backup`] | scheduled and on-demand snapshots, pruning, restore, S3 upload kind |
 //! | [`alerts`] | conditions raised and cleared once each |
@@ -39,6 +40,7 @@ pub mod audit;
 pub mod backup;
 pub mod business_day;
 pub mod cli;
+pub mod conexxus;
 pub mod config;
 pub mod credentials;
 pub mod daemon;

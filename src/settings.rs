@@ -17,3 +17,9 @@ pub fn set(tx: &Transaction<'_>, key: &str, value: &str) -> rusqlite::Result<()>
     .execute(params![key, value])?;
     Ok(())
 }
+
+pub fn delete(tx: &Transaction<'_>, key: &str) -> rusqlite::Result<()> {
+    tx.prepare_cached("DELETE FROM settings WHERE key = ?1")?
+        .execute([key])?;
+    Ok(())
+}

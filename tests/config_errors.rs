@@ -91,6 +91,39 @@ fn stripe_without_a_findable_secret_key_fails_check_config_naming_the_key() {
 }
 
 #[test]
+fn a_blank_stripe_credential_counts_as_no_key() {
+    // systemd/posedge.service falls back to `SetCredential=stripe_secret_key:\n` when
+    // /etc/posedge/stripe.key is absent: that must read as "no key", not as a malformed one.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("config.toml");
+    std::fs::write(&file, "[stripe]\n").unwrap();
+    let creds = dir.path().join("credentials");
+    std::fs::create_dir(&creds).unwrap();
+    let check = || {
+        let out = Command::new(posedge_bin())
+            .args(["check-config", "--config", file.to_str().unwrap()])
+            .env("CREDENTIALS_DIRECTORY", &creds)
+            .env_remove("POSEDGE_STRIPE_SECRET_KEY")
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.code(), text)
+    };
+    std::fs::write(creds.join("stripe_secret_key"), "\n").unwrap();
+    let (code, text) = check();
+    assert_eq!(code, Some(78), "{text}");
+    assert!(text.contains("no secret key was found"), "{text}");
+    std::fs::write(creds.join("stripe_secret_key"), "sk_test_cred\n").unwrap();
+    let (code, text) = check();
+    assert_eq!(code, Some(0), "{text}");
+}
+
+#[test]
 fn a_missing_config_file_given_explicitly_is_an_error() {
     let dir = tempfile::tempdir().unwrap();
     let (code, text) = run(

@@ -160,7 +160,7 @@ fn a_v1_database_is_snapshotted_then_upgraded_keeping_every_row() {
     let text =
         String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{text}");
-    assert!(text.contains("migrated v1 → v2"), "{text}");
+    assert!(text.contains("migrated v1 → v3"), "{text}");
     let snapshots: Vec<_> = std::fs::read_dir(dir.path().join("backups"))
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -172,7 +172,7 @@ fn a_v1_database_is_snapshotted_then_upgraded_keeping_every_row() {
         .unwrap()
         .to_str()
         .unwrap()
-        .contains("pre-migration-v1-to-v2"));
+        .contains("pre-migration-v1-to-v3"));
     assert_eq!(
         count(snap, "SELECT count(*) FROM sales"),
         1,
@@ -184,7 +184,12 @@ fn a_v1_database_is_snapshotted_then_upgraded_keeping_every_row() {
     );
     assert_eq!(
         count(&db, "SELECT max(version) FROM refinery_schema_history"),
-        2
+        3
+    );
+    assert_eq!(
+        count(&db, "SELECT count(*) FROM sales WHERE kind = 'sale'"),
+        count(&db, "SELECT count(*) FROM sales"),
+        "every sale recorded before refunds existed is a sale"
     );
     assert_eq!(
         count(&db, "SELECT total FROM sales WHERE id = 'sale_OLD1'"),
@@ -203,7 +208,7 @@ fn a_v1_database_is_snapshotted_then_upgraded_keeping_every_row() {
         .args(["migrate", "--config", config.to_str().unwrap()])
         .output()
         .unwrap();
-    assert!(String::from_utf8_lossy(&again.stdout).contains("already at v2"));
+    assert!(String::from_utf8_lossy(&again.stdout).contains("already at v3"));
 }
 
 #[tokio::test]

@@ -9,6 +9,7 @@
 
 pub mod auth;
 pub mod body;
+mod conexxus;
 pub mod error;
 mod health;
 mod network;
@@ -48,6 +49,7 @@ pub struct AppState {
     pub alerts: Arc<Alerts>,
     pub payments: Arc<crate::payments::flow::Payments>,
     pub backups: Arc<crate::backup::daemon::Backups>,
+    pub end_of_day: Arc<crate::conexxus::eod::EndOfDay>,
 }
 
 /// The route table.
@@ -77,6 +79,9 @@ pub fn router(state: AppState) -> Router {
         .route("/admin/outbox/{id}/discard", post(queue::discard))
         .route("/admin/status", get(ops::status))
         .route("/admin/backup", post(ops::backup))
+        .route("/conexxus/pending-syncs", get(conexxus::pending))
+        .route("/conexxus/health", get(conexxus::health))
+        .route("/conexxus/sync", post(conexxus::sync))
         .route("/metrics", get(health::metrics))
         .route("/openapi.json", get(health::openapi))
         .fallback(|| async { ApiError::not_found("no such endpoint") })

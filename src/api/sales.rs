@@ -47,6 +47,10 @@ pub async fn create(
             .as_ref()
             .map(|c| i64::from(c.sync_priority))
             .unwrap_or(ledger::DEFAULT_SYNC_PRIORITY),
+        journal_per_sale: cfg
+            .conexxus
+            .as_ref()
+            .is_none_or(|c| c.events_per_document == 1),
     };
     let recorded = state
         .writer

@@ -61,6 +61,8 @@ pub struct Resolved {
     pub currency: Currency,
     pub timezone: Tz,
     pub day_close: NaiveTime,
+    /// `[conexxus] eod_sync_time` (its default when `[conexxus]` is absent).
+    pub eod_sync_time: NaiveTime,
     pub database_path: PathBuf,
     pub backup_directory: PathBuf,
     pub admin_socket: PathBuf,
@@ -73,6 +75,7 @@ impl Default for Resolved {
             currency: Currency::from_code("USD").expect("USD is ISO 4217"),
             timezone: Tz::UTC,
             day_close: NaiveTime::MIN,
+            eod_sync_time: NaiveTime::from_hms_opt(23, 30, 0).expect("a valid time"),
             database_path: PathBuf::from("posedge-data/posedge.db"),
             backup_directory: PathBuf::from("posedge-data/backups"),
             admin_socket: PathBuf::from("posedge-data/posedge.sock"),
@@ -303,6 +306,12 @@ pub struct ConexxusConfig {
     pub basic_password: Option<String>,
     /// Documents per second at most; 0 means unlimited.
     pub rate_limit_per_sec: u32,
+    /// Sale and refund events per POSJournal document: 1 sends each sale on its own as it
+    /// is recorded; more gathers up to this many into one document.
+    pub events_per_document: u32,
+    /// With `events_per_document` > 1: a partial document goes once its oldest sale has
+    /// waited this long.
+    pub batch_max_wait: ConfigDuration,
 }
 
 impl Default for ConexxusConfig {
@@ -320,6 +329,8 @@ impl Default for ConexxusConfig {
             basic_user: None,
             basic_password: None,
             rate_limit_per_sec: 0,
+            events_per_document: 1,
+            batch_max_wait: ConfigDuration(Duration::from_secs(60)),
         }
     }
 }
@@ -656,6 +667,12 @@ impl Config {
             if c.max_retries == 0 {
                 return Err(err("conexxus.max_retries", "must be at least 1".into()));
             }
+            if !(1..=1000).contains(&c.events_per_document) {
+                return Err(err(
+                    "conexxus.events_per_document",
+                    format!("must be between 1 and 1000, not {}", c.events_per_document),
+                ));
+            }
         }
 
         if let Some(s3) = &self.backup.s3 {
@@ -714,12 +731,19 @@ impl Config {
             currency,
             timezone,
             day_close,
+            eod_sync_time: parse_time_of_day(&self.conexxus_settings().eod_sync_time)
+                .map_err(|m| err("conexxus.eod_sync_time", m))?,
             database_path,
             backup_directory,
             admin_socket,
             offline,
         };
         Ok(self)
+    }
+
+    /// `[conexxus]`, or its defaults when absent: documents are still built and held.
+    pub fn conexxus_settings(&self) -> ConexxusConfig {
+        self.conexxus.clone().unwrap_or_default()
     }
 
     /// Short label for logs: the config file or "defaults".
@@ -919,6 +943,8 @@ mod example_tests {
             "auto_eod_sync",
             "eod_sync_time",
             "sync_priority",
+            "events_per_document",
+            "batch_max_wait",
             "queue_depth",
             "bearer_token",
             "basic_user",

@@ -118,6 +118,9 @@ pub struct SaleContext {
     pub business_date: String,
     pub created_at: String,
     pub sync_priority: i64,
+    /// One journal document per sale, queued with the sale. When false the journal batcher
+    /// (`conexxus::batch`) gathers recorded sales into documents of several events.
+    pub journal_per_sale: bool,
 }
 
 /// SHA-256 of the canonical (re-serialized, typed) request: field order and whitespace of
@@ -165,11 +168,24 @@ pub fn record(
     }
 
     check_card_tenders(tx, sale)?;
+    if let Some(original) = &sale.original_sale_id {
+        let kind: Option<String> = tx
+            .prepare_cached("SELECT kind FROM sales WHERE id = ?1")?
+            .query_row([original], |r| r.get(0))
+            .optional()?;
+        if kind.as_deref() != Some("sale") {
+            return Err(LedgerError::Rule(validate::RuleError {
+                code: "original_sale_not_found",
+                message: format!("original_sale_id {original:?} is not a sale of this store"),
+            }));
+        }
+    }
     let id = format!("sale_{}", ulid::Ulid::new());
     tx.prepare_cached(
         "INSERT INTO sales (id, location_id, register_id, client_txn_id, request_sha256,
-                            cashier_id, currency, total, business_date, created_at, status)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, 'recorded')",
+                            cashier_id, currency, total, business_date, created_at, status,
+                            kind, original_sale_id)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, 'recorded', ?11, ?12)",
     )?
     .execute(params![
         id,
@@ -182,6 +198,8 @@ pub fn record(
         sale.total,
         ctx.business_date,
         ctx.created_at,
+        sale.kind.as_str(),
+        sale.original_sale_id,
     ])?;
     {
         let mut line_stmt = tx.prepare_cached(
@@ -216,17 +234,19 @@ pub fn record(
             tender_stmt.execute(params![id, no as i64, t.method, t.amount, t.payment_id])?;
         }
     }
-    outbox::enqueue(
-        tx,
-        &outbox::NewRow {
-            kind: NAXML_SALE_KIND,
-            upstream: Upstream::Conexxus,
-            priority: ctx.sync_priority,
-            idempotency_key: format!("naxml-sale:{id}"),
-            payload: serde_json::json!({ "sale_id": id }),
-            created_at: &ctx.created_at,
-        },
-    )?;
+    if ctx.journal_per_sale {
+        outbox::enqueue(
+            tx,
+            &outbox::NewRow {
+                kind: NAXML_SALE_KIND,
+                upstream: Upstream::Conexxus,
+                priority: ctx.sync_priority,
+                idempotency_key: format!("naxml-sale:{id}"),
+                payload: serde_json::json!({ "sale_id": id }),
+                created_at: &ctx.created_at,
+            },
+        )?;
+    }
     Ok(Recorded::New(Receipt {
         id,
         client_txn_id: sale.client_txn_id.clone(),
@@ -247,6 +267,10 @@ pub struct Sale {
     pub business_date: String,
     pub created_at: String,
     pub status: String,
+    /// `sale` or `refund`.
+    pub kind: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub original_sale_id: Option<String>,
     pub lines: Vec<SaleLine>,
     pub taxes: Vec<SaleTax>,
     pub tenders: Vec<SaleTender>,
@@ -283,7 +307,7 @@ pub fn get(conn: &Connection, id: &str) -> rusqlite::Result<Option<Sale>> {
     let head = conn
         .prepare_cached(
             "SELECT id, client_txn_id, location_id, register_id, cashier_id, currency,
-                    business_date, created_at, status, total
+                    business_date, created_at, status, total, kind, original_sale_id
              FROM sales WHERE id = ?1",
         )?
         .query_row([id], |r| {
@@ -298,6 +322,8 @@ pub fn get(conn: &Connection, id: &str) -> rusqlite::Result<Option<Sale>> {
                 created_at: r.get(7)?,
                 status: r.get(8)?,
                 total: r.get(9)?,
+                kind: r.get(10)?,
+                original_sale_id: r.get(11)?,
                 lines: Vec::new(),
                 taxes: Vec::new(),
                 tenders: Vec::new(),

@@ -4,7 +4,7 @@
 //! tender); amounts are integers within ±10¹³ minor units, so sums cannot overflow; the
 //! currency is the store's; identifiers are short printable text.
 
-use super::request::SaleRequest;
+use super::request::{SaleKind, SaleRequest};
 use crate::money::Currency;
 
 /// A broken rule: a stable `code` for the register and a message saying how to fix it.
@@ -88,6 +88,25 @@ pub fn validate(sale: &SaleRequest, store_currency: Currency) -> Result<(), Rule
                 currency
             ),
         ));
+    }
+
+    match (&sale.kind, &sale.original_sale_id) {
+        (SaleKind::Sale, Some(_)) => {
+            return Err(rule(
+                "original_sale_on_sale",
+                "original_sale_id belongs on a refund (\"kind\": \"refund\"), not on a sale",
+            ))
+        }
+        (SaleKind::Refund, Some(id)) => check_text("original_sale_id", id, 64)?,
+        _ => {}
+    }
+    if sale.kind == SaleKind::Refund {
+        if let Some(i) = sale.tenders.iter().position(|t| t.method != "cash") {
+            return Err(rule(
+                "refund_tender_not_cash",
+                format!("tenders[{i}]: refunds are paid out in cash; a card refund goes through Stripe's dashboard"),
+            ));
+        }
     }
 
     if sale.lines.is_empty() {
@@ -219,6 +238,8 @@ mod tests {
 
     fn sale() -> SaleRequest {
         SaleRequest {
+            kind: SaleKind::Sale,
+            original_sale_id: None,
             client_txn_id: "R1-1".into(),
             register_id: "R1".into(),
             cashier_id: "E7".into(),

@@ -1,8 +1,17 @@
-//! `NAXML-POSJournal`: one `SaleEvent` per sale inside a `JournalReport`.
+//! `NAXML-POSJournal`: one event per ledger row inside a `JournalReport`: `SaleEvent` for
+//! a sale, `RefundEvent` for a refund (same content; amounts are what went back).
+//!
+//! A card tender carries its `Authorization`: host-authorized when Stripe answered online,
+//! not when the payment was approved offline, and then the event's `OfflineFlag` is set.
+//! Everything written is fixed when the payment was decided (never its later forwarding
+//! outcome), so a document re-sent after a retry has the same bytes.
 
-use super::{amount, NAMESPACE, VENDOR_NAME, VERSION};
+use super::{
+    amount, date, flag, item_code, local, tender_code, text, time, transmission_header, NAMESPACE,
+    R, VERSION, W,
+};
 use crate::ledger::Sale;
-use chrono::{DateTime, NaiveDateTime, Utc};
+use chrono::NaiveDateTime;
 use chrono_tz::Tz;
 use quick_xml::events::{BytesDecl, BytesText, Event};
 use quick_xml::Writer;
@@ -17,56 +26,33 @@ pub struct JournalContext<'a> {
     pub sequence: i64,
 }
 
-/// A sale with what the journal adds: its event sequence number and whether it was taken
-/// while offline.
+/// A sale with what the journal adds: its event sequence number and, per tender, the card
+/// payment behind it.
 #[derive(Debug, Clone)]
 pub struct JournalSale<'a> {
     pub sale: &'a Sale,
     pub event_sequence: i64,
-    pub offline: bool,
+    /// One entry per tender, in order; `Some` for a card tender with its payment.
+    pub authorizations: Vec<Option<CardAuthorization>>,
 }
 
-type W = Writer<Cursor<Vec<u8>>>;
-type R = std::io::Result<()>;
-
-fn text(w: &mut W, name: &str, value: &str) -> R {
-    w.create_element(name)
-        .write_text_content(BytesText::new(value))?;
-    Ok(())
-}
-
-fn flag(w: &mut W, name: &str, yes: bool) -> R {
-    w.create_element(name)
-        .with_attribute(("value", if yes { "yes" } else { "no" }))
-        .write_empty()?;
-    Ok(())
-}
-
-fn local(at: &str, tz: Tz) -> NaiveDateTime {
-    DateTime::parse_from_rfc3339(at)
-        .map(|d| d.with_timezone(&Utc))
-        .unwrap_or_default()
-        .with_timezone(&tz)
-        .naive_local()
-}
-
-fn date(t: NaiveDateTime) -> String {
-    t.format("%Y-%m-%d").to_string()
-}
-
-fn time(t: NaiveDateTime) -> String {
-    t.format("%H:%M:%S").to_string()
-}
-
-/// The POS code format NAXML names for a code of this shape.
-fn code_format(sku: &str) -> &'static str {
-    let digits = sku.bytes().all(|b| b.is_ascii_digit());
-    match (digits, sku.len()) {
-        (true, 12) => "upcA",
-        (true, 8) => "upcE",
-        (true, 13) => "ean13",
-        _ => "plu",
+impl JournalSale<'_> {
+    /// Taken while the card host was out of reach: a card approved offline.
+    pub fn offline(&self) -> bool {
+        self.authorizations.iter().flatten().any(|a| a.offline)
     }
+}
+
+/// How a card tender was authorized, as fixed when the payment was decided.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CardAuthorization {
+    pub payment_id: String,
+    /// Approved by posedge's offline policy, not by the card host.
+    pub offline: bool,
+    /// RFC 3339 UTC: when the payment was created.
+    pub at: String,
+    pub amount: i64,
+    pub brand: Option<String>,
 }
 
 /// Renders a journal of `sales`.
@@ -84,12 +70,7 @@ fn write(w: &mut W, ctx: &JournalContext<'_>, sales: &[JournalSale<'_>]) -> R {
     w.create_element("NAXML-POSJournal")
         .with_attributes([("xmlns", NAMESPACE), ("version", VERSION)])
         .write_inner_content(|w| {
-            w.create_element("TransmissionHeader")
-                .write_inner_content(|w| {
-                    text(w, "StoreLocationID", ctx.store_location_id)?;
-                    text(w, "VendorName", VENDOR_NAME)?;
-                    text(w, "VendorModelVersion", env!("CARGO_PKG_VERSION"))
-                })?;
+            transmission_header(w, ctx.store_location_id)?;
             w.create_element("JournalReport").write_inner_content(|w| {
                 let times: Vec<NaiveDateTime> = sales
                     .iter()
@@ -119,7 +100,9 @@ fn write(w: &mut W, ctx: &JournalContext<'_>, sales: &[JournalSale<'_>]) -> R {
 fn sale_event(w: &mut W, ctx: &JournalContext<'_>, js: &JournalSale<'_>) -> R {
     let sale = js.sale;
     let at = local(&sale.created_at, ctx.timezone);
-    w.create_element("SaleEvent").write_inner_content(|w| {
+    let refund = sale.kind == "refund";
+    let event = if refund { "RefundEvent" } else { "SaleEvent" };
+    w.create_element(event).write_inner_content(|w| {
         text(w, "EventSequenceID", &js.event_sequence.to_string())?;
         flag(w, "TrainingModeFlag", false)?;
         text(w, "CashierID", &sale.cashier_id)?;
@@ -134,7 +117,7 @@ fn sale_event(w: &mut W, ctx: &JournalContext<'_>, js: &JournalSale<'_>) -> R {
         text(w, "BusinessDate", &sale.business_date)?;
         text(w, "ReceiptDate", &date(at))?;
         text(w, "ReceiptTime", &time(at))?;
-        flag(w, "OfflineFlag", js.offline)?;
+        flag(w, "OfflineFlag", js.offline())?;
         flag(w, "SuspendFlag", false)?;
         w.create_element("TransactionDetailGroup")
             .write_inner_content(|w| {
@@ -143,16 +126,7 @@ fn sale_event(w: &mut W, ctx: &JournalContext<'_>, js: &JournalSale<'_>) -> R {
                         .with_attribute(("status", "normal"))
                         .write_inner_content(|w| {
                             w.create_element("ItemLine").write_inner_content(|w| {
-                                w.create_element("ItemCode").write_inner_content(|w| {
-                                    w.create_element("POSCodeFormat")
-                                        .with_attribute(("format", code_format(&line.sku)))
-                                        .write_empty()?;
-                                    text(w, "POSCode", &line.sku)?;
-                                    w.create_element("POSCodeModifier")
-                                        .with_attribute(("name", "pc"))
-                                        .write_text_content(BytesText::new("0"))?;
-                                    Ok(())
-                                })?;
+                                item_code(w, &line.sku)?;
                                 text(w, "Description", &line.description)?;
                                 text(w, "ActualSalesPrice", &amount(line.unit_price))?;
                                 if let Some(m) = &line.merchandise_code {
@@ -184,22 +158,31 @@ fn sale_event(w: &mut W, ctx: &JournalContext<'_>, js: &JournalSale<'_>) -> R {
                             Ok(())
                         })?;
                 }
-                for tender in &sale.tenders {
+                for (i, tender) in sale.tenders.iter().enumerate() {
                     let change = tender.amount < 0;
+                    let auth = js.authorizations.get(i).and_then(Option::as_ref);
                     w.create_element("TransactionLine")
                         .with_attribute(("status", "normal"))
                         .write_inner_content(|w| {
                             w.create_element("TenderInfo").write_inner_content(|w| {
                                 w.create_element("Tender").write_inner_content(|w| {
                                     let (code, sub) = match tender.method.as_str() {
-                                        "card" => ("creditCards", "generic"),
-                                        _ => ("cash", "generic"),
+                                        "card" => (
+                                            "creditCards",
+                                            auth.and_then(|a| a.brand.as_deref())
+                                                .unwrap_or("generic"),
+                                        ),
+                                        other => (tender_code(other), "generic"),
                                     };
                                     text(w, "TenderCode", code)?;
                                     text(w, "TenderSubCode", sub)
                                 })?;
                                 text(w, "TenderAmount", &amount(tender.amount.abs()))?;
-                                flag(w, "ChangeFlag", change)
+                                flag(w, "ChangeFlag", change)?;
+                                if let Some(a) = auth {
+                                    authorization(w, ctx, a)?;
+                                }
+                                Ok(())
                             })?;
                             Ok(())
                         })?;
@@ -216,11 +199,30 @@ fn sale_event(w: &mut W, ctx: &JournalContext<'_>, js: &JournalSale<'_>) -> R {
                 text(w, "TransactionTotalTaxExemptAmount", &amount(0))?;
                 text(w, "TransactionTotalTaxNetAmount", &amount(tax))?;
                 w.create_element("TransactionTotalGrandAmount")
-                    .with_attribute(("direction", "Collected"))
+                    .with_attribute(("direction", if refund { "Refunded" } else { "Collected" }))
                     .write_text_content(BytesText::new(&amount(sale.total)))?;
                 Ok(())
             })?;
         Ok(())
+    })?;
+    Ok(())
+}
+
+/// `Authorization` of a card tender. The reference is posedge's payment id: Stripe's own id
+/// may only exist after an offline payment is forwarded, and the document must not change.
+fn authorization(w: &mut W, ctx: &JournalContext<'_>, a: &CardAuthorization) -> R {
+    let at = local(&a.at, ctx.timezone);
+    w.create_element("Authorization").write_inner_content(|w| {
+        text(
+            w,
+            "AuthorizationResponseCode",
+            if a.offline { "offline" } else { "00" },
+        )?;
+        text(w, "ApprovalReferenceCode", &a.payment_id)?;
+        text(w, "AuthorizationDate", &date(at))?;
+        text(w, "AuthorizationTime", &time(at))?;
+        flag(w, "HostAuthorizedFlag", !a.offline)?;
+        text(w, "AuthorizedChargeAmount", &amount(a.amount))
     })?;
     Ok(())
 }

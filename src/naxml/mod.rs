@@ -9,6 +9,13 @@
 //! - the same sale always renders to the same bytes (documents are re-sent on retry).
 
 pub mod journal;
+pub mod movement;
+
+use chrono::{DateTime, NaiveDateTime, Utc};
+use chrono_tz::Tz;
+use quick_xml::events::BytesText;
+use quick_xml::Writer;
+use std::io::Cursor;
 
 pub const NAMESPACE: &str = "http://www.naxml.org/POSBO/Vocabulary/2003-10-16";
 pub const VERSION: &str = "3.4";
@@ -17,4 +24,81 @@ pub const VENDOR_NAME: &str = "posedge";
 /// Minor units → NAXML decimal text (`321` → `3.21`).
 pub fn amount(minor: i64) -> String {
     crate::money::format_minor(minor, 2)
+}
+
+pub(crate) type W = Writer<Cursor<Vec<u8>>>;
+pub(crate) type R = std::io::Result<()>;
+
+pub(crate) fn text(w: &mut W, name: &str, value: &str) -> R {
+    w.create_element(name)
+        .write_text_content(BytesText::new(value))?;
+    Ok(())
+}
+
+pub(crate) fn flag(w: &mut W, name: &str, yes: bool) -> R {
+    w.create_element(name)
+        .with_attribute(("value", if yes { "yes" } else { "no" }))
+        .write_empty()?;
+    Ok(())
+}
+
+pub(crate) fn local(at: &str, tz: Tz) -> NaiveDateTime {
+    DateTime::parse_from_rfc3339(at)
+        .map(|d| d.with_timezone(&Utc))
+        .unwrap_or_default()
+        .with_timezone(&tz)
+        .naive_local()
+}
+
+pub(crate) fn date(t: NaiveDateTime) -> String {
+    t.format("%Y-%m-%d").to_string()
+}
+
+pub(crate) fn time(t: NaiveDateTime) -> String {
+    t.format("%H:%M:%S").to_string()
+}
+
+/// The POS code format NAXML names for a code of this shape.
+pub(crate) fn code_format(sku: &str) -> &'static str {
+    let digits = sku.bytes().all(|b| b.is_ascii_digit());
+    match (digits, sku.len()) {
+        (true, 12) => "upcA",
+        (true, 8) => "upcE",
+        (true, 13) => "ean13",
+        _ => "plu",
+    }
+}
+
+/// `TransmissionHeader`, the first element of every document.
+pub(crate) fn transmission_header(w: &mut W, store_location_id: &str) -> R {
+    w.create_element("TransmissionHeader")
+        .write_inner_content(|w| {
+            text(w, "StoreLocationID", store_location_id)?;
+            text(w, "VendorName", VENDOR_NAME)?;
+            text(w, "VendorModelVersion", env!("CARGO_PKG_VERSION"))
+        })?;
+    Ok(())
+}
+
+/// `ItemCode`: the item's POS code and its format.
+pub(crate) fn item_code(w: &mut W, sku: &str) -> R {
+    w.create_element("ItemCode").write_inner_content(|w| {
+        w.create_element("POSCodeFormat")
+            .with_attribute(("format", code_format(sku)))
+            .write_empty()?;
+        text(w, "POSCode", sku)?;
+        w.create_element("POSCodeModifier")
+            .with_attribute(("name", "pc"))
+            .write_text_content(BytesText::new("0"))?;
+        Ok(())
+    })?;
+    Ok(())
+}
+
+/// NAXML `TenderCode` of a tender method.
+pub(crate) fn tender_code(method: &str) -> &'static str {
+    match method {
+        "card" => "creditCards",
+        _ => "cash",
+    }
 }

@@ -1,4 +1,6 @@
-//! Delivery of NAXML documents to the Conexxus back office, and the per-sale journal kind.
+//! Delivery of NAXML documents to the Conexxus back office, and the two document kinds:
+//! `naxml_sale` (a POSJournal of one sale, or of a batch of sales, rendered from the ledger
+//! when sent) and `naxml_movement` (an end-of-day report, rendered when queued).
 //!
 //! Transports:
 //! - `http`: POST `application/xml` to `url` (optional bearer or basic auth); any 2xx is
@@ -10,6 +12,7 @@
 //!   Names come from the outbox row id (`PJR0000000042.xml`): fixed when the row was made.
 
 use super::http::{HttpClient, HttpError, Response};
+use crate::conexxus::{eod::MOVEMENT_KIND, events};
 use crate::config::{ConexxusConfig, ConexxusTransport, Config};
 use crate::ledger;
 use crate::naxml::journal::{self, JournalContext, JournalSale};
@@ -174,55 +177,95 @@ pub fn classify(r: Result<Response, HttpError>) -> Outcome {
     }
 }
 
-/// Outbox kind `naxml_sale`: one POSJournal document per recorded sale.
-pub struct SaleJournal {
-    reads: Reads,
+/// What both document kinds share: where documents go and how often to try.
+#[derive(Clone)]
+pub struct Delivery {
     transport: Option<Transport>,
-    location_id: String,
-    timezone: Tz,
     max_attempts: u32,
 }
 
-impl SaleJournal {
-    pub fn new(config: &Config, reads: Reads, client: HttpClient) -> SaleJournal {
+impl Delivery {
+    pub fn new(config: &Config, client: HttpClient) -> Delivery {
         let default_dir = config.resolved.database_path.with_file_name("BOOutbox");
-        SaleJournal {
-            reads,
+        Delivery {
             transport: config
                 .conexxus
                 .as_ref()
                 .map(|c| Transport::from_config(c, default_dir, client)),
-            location_id: config.store.location_id.clone(),
-            timezone: config.resolved.timezone,
-            max_attempts: config
-                .conexxus
-                .as_ref()
-                .map(|c| c.max_retries)
-                .unwrap_or(10),
+            max_attempts: config.conexxus_settings().max_retries,
         }
     }
 
-    /// The document for one sale row; a read failure is worth a retry, a missing sale is not.
-    pub async fn document(&self, row: &Row) -> Result<Vec<u8>, Outcome> {
-        let permanent = |e: &str| Outcome::Permanent {
-            error: format!("cannot build the document: {e}"),
+    /// Builds the document (outside the send slot), then delivers it under its name.
+    async fn send(
+        &self,
+        row: &Row,
+        slots: &Slots,
+        document: impl std::future::Future<Output = Result<Vec<u8>, Outcome>>,
+    ) -> Outcome {
+        let Some(transport) = &self.transport else {
+            return Outcome::Retry {
+                error: "conexxus is not configured".into(),
+                retry_after: None,
+                reachable: false,
+            };
         };
+        match document.await {
+            Ok(doc) => {
+                let payload = serde_json::from_str(&row.payload).unwrap_or_default();
+                let name = crate::conexxus::document_name(row.id, &payload);
+                let _slot = slots.acquire().await;
+                transport.deliver(&name, &row.idempotency_key, doc).await
+            }
+            Err(outcome) => outcome,
+        }
+    }
+}
+
+fn cannot_build(e: &str) -> Outcome {
+    Outcome::Permanent {
+        error: format!("cannot build the document: {e}"),
+    }
+}
+
+/// Outbox kind `naxml_sale`: a POSJournal of the sales its payload names (`sale_id`, or
+/// `sale_ids` for a batch), rendered from the ledger when sent.
+pub struct SaleJournal {
+    reads: Reads,
+    delivery: Delivery,
+    location_id: String,
+    timezone: Tz,
+}
+
+impl SaleJournal {
+    pub fn new(config: &Config, reads: Reads, delivery: Delivery) -> SaleJournal {
+        SaleJournal {
+            reads,
+            delivery,
+            location_id: config.store.location_id.clone(),
+            timezone: config.resolved.timezone,
+        }
+    }
+
+    /// The document of one row; a read failure is worth a retry, a missing sale is not.
+    pub async fn document(&self, row: &Row) -> Result<Vec<u8>, Outcome> {
         let payload: serde_json::Value =
-            serde_json::from_str(&row.payload).map_err(|e| permanent(&e.to_string()))?;
-        let sale_id = payload["sale_id"]
-            .as_str()
-            .ok_or_else(|| permanent("payload has no sale_id"))?
-            .to_string();
+            serde_json::from_str(&row.payload).map_err(|e| cannot_build(&e.to_string()))?;
+        let ids: Vec<String> = match (&payload["sale_id"], &payload["sale_ids"]) {
+            (serde_json::Value::String(id), _) => vec![id.clone()],
+            (_, serde_json::Value::Array(ids)) => ids
+                .iter()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect(),
+            _ => return Err(cannot_build("payload names no sale")),
+        };
         let loaded = self
             .reads
             .read(move |c| {
-                let sale = ledger::get(c, &sale_id)?;
-                let seq: Option<i64> = c
-                    .query_row("SELECT rowid FROM sales WHERE id = ?1", [&sale_id], |r| {
-                        r.get(0)
-                    })
-                    .ok();
-                Ok::<_, StoreError>(sale.zip(seq))
+                ids.iter()
+                    .map(|id| events::load(c, id))
+                    .collect::<Result<Option<Vec<_>>, _>>()
+                    .map_err(StoreError::from)
             })
             .await
             .map_err(|e| Outcome::Retry {
@@ -230,26 +273,66 @@ impl SaleJournal {
                 retry_after: None,
                 reachable: true,
             })?;
-        let (sale, seq) = loaded.ok_or_else(|| permanent("the sale is not in the ledger"))?;
+        let loaded = loaded.ok_or_else(|| cannot_build("a sale is not in the ledger"))?;
         let ctx = JournalContext {
             store_location_id: &self.location_id,
             timezone: self.timezone,
             sequence: row.id,
         };
-        Ok(journal::render(
-            &ctx,
-            &[JournalSale {
-                sale: &sale,
-                event_sequence: seq,
-                offline: false,
-            }],
-        ))
+        let sales: Vec<JournalSale<'_>> = loaded
+            .iter()
+            .map(|e| JournalSale {
+                sale: &e.sale,
+                event_sequence: e.sequence,
+                authorizations: e.authorizations.clone(),
+            })
+            .collect();
+        Ok(journal::render(&ctx, &sales))
     }
 }
 
 /// Passport-style document name from the outbox row id.
 pub fn journal_name(row_id: i64) -> String {
     format!("PJR{row_id:010}.xml")
+}
+
+/// Outbox kind `naxml_movement`: an end-of-day report, its bytes in the payload.
+pub struct MovementReport {
+    delivery: Delivery,
+}
+
+impl MovementReport {
+    pub fn new(delivery: Delivery) -> MovementReport {
+        MovementReport { delivery }
+    }
+}
+
+impl Kind for MovementReport {
+    fn name(&self) -> &'static str {
+        MOVEMENT_KIND
+    }
+
+    fn upstream(&self) -> Upstream {
+        Upstream::Conexxus
+    }
+
+    fn max_attempts(&self) -> u32 {
+        self.delivery.max_attempts
+    }
+
+    fn send<'a>(&'a self, row: &'a Row, slots: &'a Slots) -> SendFuture<'a> {
+        Box::pin(async move {
+            let document = async {
+                let payload: serde_json::Value =
+                    serde_json::from_str(&row.payload).map_err(|e| cannot_build(&e.to_string()))?;
+                payload["document"]
+                    .as_str()
+                    .map(|d| d.as_bytes().to_vec())
+                    .ok_or_else(|| cannot_build("payload has no document"))
+            };
+            self.delivery.send(row, slots, document).await
+        })
+    }
 }
 
 impl Kind for SaleJournal {
@@ -262,27 +345,10 @@ impl Kind for SaleJournal {
     }
 
     fn max_attempts(&self) -> u32 {
-        self.max_attempts
+        self.delivery.max_attempts
     }
 
     fn send<'a>(&'a self, row: &'a Row, slots: &'a Slots) -> SendFuture<'a> {
-        Box::pin(async move {
-            let Some(transport) = &self.transport else {
-                return Outcome::Retry {
-                    error: "conexxus is not configured".into(),
-                    retry_after: None,
-                    reachable: false,
-                };
-            };
-            match self.document(row).await {
-                Ok(doc) => {
-                    let _slot = slots.acquire().await;
-                    transport
-                        .deliver(&journal_name(row.id), &row.idempotency_key, doc)
-                        .await
-                }
-                Err(outcome) => outcome,
-            }
-        })
+        Box::pin(async move { self.delivery.send(row, slots, self.document(row)).await })
     }
 }

@@ -23,7 +23,7 @@ pub const STRIPE_VERSION: &str = "2024-06-20";
 pub const IN_PROGRESS_WAIT: Duration = Duration::from_secs(2);
 
 /// Finds the secret key: `secret_key_file`, `secret_key`, env `POSEDGE_STRIPE_SECRET_KEY`,
-/// then the systemd credential `$CREDENTIALS_DIRECTORY/stripe_secret_key`.
+/// then the systemd credential `$CREDENTIALS_DIRECTORY/stripe_secret_key` (blank counts as absent).
 pub fn load_secret_key(cfg: &StripeConfig) -> Result<String, (&'static str, String)> {
     let check = |key: String, source: &str| {
         let key = key.trim().to_string();
@@ -53,8 +53,12 @@ pub fn load_secret_key(cfg: &StripeConfig) -> Result<String, (&'static str, Stri
     }
     if let Some(dir) = std::env::var_os("CREDENTIALS_DIRECTORY") {
         let path = Path::new(&dir).join("stripe_secret_key");
+        // A blank credential is the unit's `SetCredential=` fallback for a missing
+        // /etc/posedge/stripe.key: no key, not a malformed one.
         if let Ok(text) = std::fs::read_to_string(&path) {
-            return check(text, "the systemd credential stripe_secret_key");
+            if !text.trim().is_empty() {
+                return check(text, "the systemd credential stripe_secret_key");
+            }
         }
     }
     Err((
