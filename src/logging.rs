@@ -15,7 +15,13 @@ pub fn init() {
         if let Ok(journald) = tracing_journald::layer() {
             let _ = tracing_subscriber::registry()
                 .with(filter)
-                .with(journald.with_syslog_identifier("posedge".into()))
+                // No `F_` prefix: SALE_ID, PAYMENT_ID, OUTBOX_ID, UPSTREAM and the alerts'
+                // MESSAGE_ID must be the journal fields themselves, for `journalctl FIELD=`.
+                .with(
+                    journald
+                        .with_syslog_identifier("posedge".into())
+                        .with_field_prefix(None),
+                )
                 .try_init();
             return;
         }

@@ -62,8 +62,11 @@ pub fn load_secret(cfg: &S3Config) -> Result<String, (&'static str, String)> {
         return nonempty(k, "POSEDGE_S3_SECRET_ACCESS_KEY");
     }
     if let Some(dir) = std::env::var_os("CREDENTIALS_DIRECTORY") {
+        // A blank credential is the unit's SetCredential= fallback: no key, as if absent.
         if let Ok(text) = std::fs::read_to_string(Path::new(&dir).join("s3_secret_access_key")) {
-            return nonempty(text, "the systemd credential s3_secret_access_key");
+            if !text.trim().is_empty() {
+                return nonempty(text, "the systemd credential s3_secret_access_key");
+            }
         }
     }
     Err((

@@ -330,7 +330,7 @@ impl Dispatcher {
             .outbox_attempt(&row.kind, if dead { "dead" } else { label });
         match &outcome {
             Outcome::Delivered { .. } => {
-                tracing::debug!(outbox_id = row.id, kind = %row.kind, "delivered")
+                tracing::info!(outbox_id = row.id, kind = %row.kind, upstream = %row.upstream, "delivered")
             }
             Outcome::Retry { error, .. } | Outcome::Permanent { error } if dead => tracing::warn!(
                 outbox_id = row.id, kind = %row.kind, upstream = %row.upstream, attempts = attempt, error = %error,
