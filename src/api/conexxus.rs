@@ -46,11 +46,6 @@ pub async fn health(
         .reads
         .read(|c| conexxus::history(c).map_err(StoreError::from))
         .await?;
-    let pending = state
-        .reads
-        .read(|c| conexxus::pending(c, 1).map_err(StoreError::from))
-        .await?
-        .0;
     let c = state.config.conexxus.as_ref();
     let (transport, target) = match c {
         None => ("unconfigured", Value::Null),
@@ -73,7 +68,7 @@ pub async fn health(
         "link": state.probe.snapshot().link(Link::Conexxus),
         "last_success": history.last_success,
         "last_error": history.last_error,
-        "pending": pending,
+        "pending": history.pending,
         "dead": history.dead,
         "events_per_document": eod.batching.events_per_document,
         "end_of_day": {

@@ -91,6 +91,8 @@ pub struct History {
     pub last_success: Option<Value>,
     pub last_error: Option<Value>,
     pub last_eod_sync: Option<Value>,
+    /// Documents not yet accepted: pending, in flight or dead.
+    pub pending: i64,
     pub dead: i64,
 }
 
@@ -138,15 +140,17 @@ pub fn history(conn: &Connection) -> rusqlite::Result<History> {
             },
         )
         .optional()?;
-    let dead = conn.query_row(
-        "SELECT count(*) FROM outbox WHERE upstream = ?1 AND state = 'dead'",
+    let (pending, dead) = conn.query_row(
+        "SELECT count(*), count(*) FILTER (WHERE state = 'dead') FROM outbox
+         WHERE upstream = ?1 AND state IN ('pending', 'in_flight', 'dead')",
         [up],
-        |r| r.get(0),
+        |r| Ok((r.get(0)?, r.get(1)?)),
     )?;
     Ok(History {
         last_success,
         last_error,
         last_eod_sync,
+        pending,
         dead,
     })
 }

@@ -196,12 +196,12 @@ impl Delivery {
         }
     }
 
-    /// Builds the document (outside the send slot), then delivers it under its name.
+    /// Builds the document (outside the send slot), then delivers it as `name`.
     async fn send(
         &self,
         row: &Row,
         slots: &Slots,
-        document: impl std::future::Future<Output = Result<Vec<u8>, Outcome>>,
+        document: impl std::future::Future<Output = Result<(String, Vec<u8>), Outcome>>,
     ) -> Outcome {
         let Some(transport) = &self.transport else {
             return Outcome::Retry {
@@ -211,9 +211,7 @@ impl Delivery {
             };
         };
         match document.await {
-            Ok(doc) => {
-                let payload = serde_json::from_str(&row.payload).unwrap_or_default();
-                let name = crate::conexxus::document_name(row.id, &payload);
+            Ok((name, doc)) => {
                 let _slot = slots.acquire().await;
                 transport.deliver(&name, &row.idempotency_key, doc).await
             }
@@ -323,12 +321,14 @@ impl Kind for MovementReport {
     fn send<'a>(&'a self, row: &'a Row, slots: &'a Slots) -> SendFuture<'a> {
         Box::pin(async move {
             let document = async {
-                let payload: serde_json::Value =
+                // Parsed once: the payload carries the whole document.
+                let mut payload: serde_json::Value =
                     serde_json::from_str(&row.payload).map_err(|e| cannot_build(&e.to_string()))?;
-                payload["document"]
-                    .as_str()
-                    .map(|d| d.as_bytes().to_vec())
-                    .ok_or_else(|| cannot_build("payload has no document"))
+                let name = crate::conexxus::document_name(row.id, &payload);
+                match payload["document"].take() {
+                    serde_json::Value::String(d) => Ok((name, d.into_bytes())),
+                    _ => Err(cannot_build("payload has no document")),
+                }
             };
             self.delivery.send(row, slots, document).await
         })
@@ -349,6 +349,10 @@ impl Kind for SaleJournal {
     }
 
     fn send<'a>(&'a self, row: &'a Row, slots: &'a Slots) -> SendFuture<'a> {
-        Box::pin(async move { self.delivery.send(row, slots, self.document(row)).await })
+        let document = async {
+            let doc = self.document(row).await?;
+            Ok((journal_name(row.id), doc))
+        };
+        Box::pin(async move { self.delivery.send(row, slots, document).await })
     }
 }
