@@ -22,5 +22,7 @@ CREATE UNIQUE INDEX eod_syncs_once ON eod_syncs (business_date) WHERE trigger !=
 CREATE TRIGGER eod_syncs_no_update BEFORE UPDATE ON eod_syncs
 BEGIN SELECT RAISE(ABORT, 'eod_syncs rows are never rewritten'); END;
 
-CREATE TRIGGER sale_kind_fixed BEFORE UPDATE OF kind, original_sale_id ON sales
-BEGIN SELECT RAISE(ABORT, 'a sale''s kind is fixed; record a refund instead'); END;
+-- V1 fixed the amounts and keys; the kind, the original and the date a sale belongs to (the
+-- end-of-day reports and the daily offline limit read it) are fixed as well.
+CREATE TRIGGER sale_kind_fixed BEFORE UPDATE OF kind, original_sale_id, business_date, created_at ON sales
+BEGIN SELECT RAISE(ABORT, 'a sale is never rewritten; record a refund instead'); END;

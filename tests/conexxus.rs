@@ -703,3 +703,53 @@ async fn conexxus_endpoints_list_pending_documents_and_refuse_a_future_sync() {
     assert_eq!(health["pending"], 0);
     assert_eq!(health["link"]["status"], "online");
 }
+
+#[tokio::test]
+async fn a_sales_kind_and_business_date_cannot_be_rewritten_and_a_requested_sync_is_audited() {
+    let d = TestDaemon::start().await;
+    assert_eq!(
+        d.post("/v1/sales", R1_TOKEN, &sale("R1", "FIX-1")).await.0,
+        201
+    );
+    let db = d.db_path();
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    for sql in [
+        "UPDATE sales SET kind = 'refund'",
+        "UPDATE sales SET business_date = '2001-01-01'",
+        "UPDATE sales SET created_at = '2001-01-01T00:00:00.000Z'",
+        "UPDATE eod_syncs SET trigger = 'manual'",
+    ] {
+        match conn.execute(sql, []) {
+            Err(e) => assert!(e.to_string().contains("never"), "{sql}: {e}"),
+            // eod_syncs is still empty: nothing to refuse yet.
+            Ok(n) => assert_eq!(n, 0, "{sql} rewrote {n} rows"),
+        }
+    }
+    assert_eq!(
+        count(
+            &db,
+            "SELECT count(*) FROM sales WHERE kind = 'sale' AND business_date != '2001-01-01'"
+        ),
+        1
+    );
+
+    let (code, _) = d.post("/conexxus/sync", ADMIN_TOKEN, &json!({})).await;
+    assert_eq!(code, 202);
+    assert_eq!(
+        count(
+            &db,
+            "SELECT count(*) FROM audit WHERE kind = 'eod_sync_requested' AND actor = 'tech'"
+        ),
+        1
+    );
+    let err = conn
+        .execute("UPDATE eod_syncs SET trigger = 'schedule'", [])
+        .unwrap_err();
+    assert!(err.to_string().contains("never"), "{err}");
+    let chain = posedge::audit::verify(&conn).unwrap();
+    assert!(chain.rows >= 1);
+    assert_eq!(
+        chain.first_broken, None,
+        "the sync's audit row breaks the chain"
+    );
+}
