@@ -48,6 +48,11 @@ const ALERTS: &[(&str, &str, &str)] = &[
         "4f0b3c1d2e8a4b6c9d7e5f3a1b2c4d0b",
         "4f0b3c1d2e8a4b6c9d7e5f3a1b2c4d0c",
     ),
+    (
+        "storage",
+        "4f0b3c1d2e8a4b6c9d7e5f3a1b2c4d0d",
+        "4f0b3c1d2e8a4b6c9d7e5f3a1b2c4d0e",
+    ),
 ];
 
 /// What the alerts look at besides the outbox: payments that need the merchant.
@@ -172,6 +177,12 @@ impl Alerts {
     /// (see [`crate::backup::problem`]). Evaluated by the backup schedule, not with the queue.
     pub fn set_backup(&self, problem: Option<String>) {
         self.apply("backup", problem);
+    }
+
+    /// The `storage` alert: writes are refused (disk full, read-only) or run on the
+    /// released disk reserve. Evaluated by the daemon's storage watch every second.
+    pub fn set_storage(&self, problem: Option<String>) {
+        self.apply("storage", problem);
     }
 
     /// Raises or clears one alert, logging only the transition.

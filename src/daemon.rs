@@ -96,6 +96,7 @@ impl Daemon {
             snapshot_dir: &config.resolved.backup_directory,
             readers: 4,
             on_commit: Arc::new(move |n, took| observer_metrics.observe_commit(n, took)),
+            reserve_bytes: config.database.reserve_mib.saturating_mul(1024 * 1024),
         })?;
         let recovered = recover(&config)?;
         let http = HttpClient::new();
@@ -205,6 +206,7 @@ impl Daemon {
             store.writer.clone(),
             dispatcher.clone(),
             alerts.clone(),
+            store.space.clone(),
         );
         let end_of_day = Arc::new(eod::EndOfDay::new(
             store.writer.clone(),
@@ -212,6 +214,7 @@ impl Daemon {
             eod::Settings::from_config(&config),
         ));
         let state = AppState {
+            space: store.space.clone(),
             end_of_day,
             config: Arc::new(config),
             writer: store.writer.clone(),
@@ -260,6 +263,7 @@ impl Daemon {
         let mut background = vec![tokio::spawn(systemd::watchdog(state.writer.clone()))];
         background.extend(state.probe.spawn());
         background.push(tokio::spawn(housekeeping(state.clone())));
+        background.push(tokio::spawn(watch_storage(state.clone())));
         background.push(tokio::spawn(evaluate_alerts(state.clone())));
         if cfg.backup.enabled {
             background.push(tokio::spawn(state.backups.clone().schedule()));
@@ -356,6 +360,46 @@ async fn housekeeping(state: AppState) {
             .sweep(state.config.outbox.retention_days)
             .await;
         expire_payments(&state).await;
+    }
+}
+
+/// Every second: the disk reserve released or re-taken as free space moves, the `storage`
+/// alert and metrics updated, and while writes are refused a small test commit, so the
+/// daemon notices by itself when space was freed or the file system is writable again.
+async fn watch_storage(state: AppState) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        tick.tick().await;
+        let space = state.space.clone();
+        // statvfs and fallocate can block on a sick disk: keep them off the runtime threads.
+        let _ = tokio::task::spawn_blocking(move || space.watch()).await;
+        if state.space.failure().is_some() {
+            let now = crate::business_day::rfc3339(chrono::Utc::now());
+            // The outcome reaches `Space` through the writer; nothing to do with it here.
+            let _ = state
+                .writer
+                .write(move |tx| {
+                    settings::set(tx, "storage_checked_at", &now).map_err(StoreError::from)
+                })
+                .await;
+        }
+        let report = state.space.report();
+        state.metrics.observe_storage(&report);
+        state.alerts.set_storage(report.reason.map(|reason| match reason {
+            "disk_full" => format!(
+                "the disk holding {} is full: sales are refused (503) until space is freed",
+                report.directory
+            ),
+            "read_only" => format!(
+                "{} is read-only: sales are refused (503) until the file system is repaired",
+                report.directory
+            ),
+            _ => format!(
+                "the disk holding {} is nearly full: the reserve was released so sales go on; free space there",
+                report.directory
+            ),
+        }));
     }
 }
 

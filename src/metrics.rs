@@ -62,6 +62,9 @@ pub struct Metrics {
     pub outbox_depth: Family<DepthLabels, Gauge>,
     pub outbox_oldest_pending_seconds: Gauge,
     pub alert_active: Family<AlertLabels, Gauge>,
+    pub storage_writable: Gauge,
+    pub disk_free_bytes: Gauge,
+    pub disk_reserve_held: Gauge,
 }
 
 impl Metrics {
@@ -145,8 +148,29 @@ impl Metrics {
             "1 while an alert is raised",
             alert_active.clone(),
         );
+        let storage_writable = Gauge::default();
+        registry.register(
+            "storage_writable",
+            "1 while the database takes writes, 0 while they are refused (disk full, read-only)",
+            storage_writable.clone(),
+        );
+        let disk_free_bytes = Gauge::default();
+        registry.register(
+            "disk_free_bytes",
+            "Bytes free on the file system holding the database",
+            disk_free_bytes.clone(),
+        );
+        let disk_reserve_held = Gauge::default();
+        registry.register(
+            "disk_reserve_held",
+            "1 while the disk reserve file is held, 0 once it was released to the ledger",
+            disk_reserve_held.clone(),
+        );
         Metrics {
             registry,
+            storage_writable,
+            disk_free_bytes,
+            disk_reserve_held,
             outbox_attempts,
             outbox_depth,
             outbox_oldest_pending_seconds,
@@ -161,6 +185,16 @@ impl Metrics {
             card_numbers_refused,
             up_since_seconds,
         }
+    }
+
+    pub fn observe_storage(&self, report: &crate::store::space::Report) {
+        self.storage_writable.set(i64::from(report.writable));
+        self.disk_free_bytes.set(
+            report
+                .free_bytes
+                .map_or(-1, |f| i64::try_from(f).unwrap_or(i64::MAX)),
+        );
+        self.disk_reserve_held.set(i64::from(report.reserve_held));
     }
 
     pub fn observe_commit(&self, batch: usize, took: Duration) {

@@ -9,12 +9,14 @@
 //! # Exit codes ([`verdict`])
 //!
 //! - **2 down**: the daemon is not running (its admin socket does not answer), or its
-//!   database writer does not answer a round-trip within a second, or the file system holding
-//!   the database has less than 16 MiB free. Registers cannot record sales.
-//! - **1 degraded**: none of the above, but a configured upstream (internet, Stripe,
-//!   Conexxus) is not `online` (forced offline included), or an alert is active, or the outbox
-//!   holds dead rows, or backups are enabled and the last one failed or the last good one is
-//!   older than twice `[backup] interval`. Sales go on; something needs a look.
+//!   database writer does not answer a round-trip within a second. Nothing answers.
+//! - **1 degraded**: none of the above, but the daemon's storage is not `ok` (writes refused
+//!   because the disk is full or read-only, or running on the released disk reserve), or the
+//!   file system holding the database has less than 16 MiB free, or a configured upstream
+//!   (internet, Stripe, Conexxus) is not `online` (forced offline included), or an alert is
+//!   active, or the outbox holds dead rows, or backups are enabled and the last one failed or
+//!   the last good one is older than twice `[backup] interval`. The daemon is up and serves
+//!   reads; something needs a look (with storage refusing writes, registers cannot record).
 //! - **0 healthy**: everything else.
 
 use crate::backup::{self, Plan};
@@ -25,8 +27,8 @@ use rusqlite::Connection;
 use serde_json::{json, Value};
 use std::path::Path;
 
-/// Below this much free space the box is "down": the next commits will fail.
-pub const DISK_FULL_BELOW: u64 = 16 * 1024 * 1024;
+/// Below this much free space the box is degraded: the next commits may fail.
+pub const DISK_LOW_BELOW: u64 = 16 * 1024 * 1024;
 
 /// Everything the database says. `clock_ms` is the dispatcher clock ("now" for backup
 /// staleness): the daemon's live clock, or the persisted one when it is stopped.
@@ -82,7 +84,7 @@ pub fn from_database(
             "path": db.display().to_string(),
             "bytes": file_len(db) + file_len(&with_suffix(db, "-wal")),
             "schema_version": crate::store::migrate::database_version(conn)?,
-            "disk_free_bytes": disk_free(db),
+            "disk_free_bytes": crate::store::space::disk_free(db),
         },
         "outbox": {
             "pending": stats.pending,
@@ -131,19 +133,6 @@ fn file_len(p: &Path) -> u64 {
     std::fs::metadata(p).map(|m| m.len()).unwrap_or(0)
 }
 
-/// Bytes available to this user on the file system holding `path`; `None` if unknown.
-pub fn disk_free(path: &Path) -> Option<u64> {
-    use std::os::unix::ffi::OsStrExt;
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty())?;
-    let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
-    let mut s: libc::statvfs = unsafe { std::mem::zeroed() };
-    // SAFETY: `c` is a valid NUL-terminated path and `s` a properly sized out-parameter.
-    if unsafe { libc::statvfs(c.as_ptr(), &mut s) } != 0 {
-        return None;
-    }
-    Some(s.f_bavail as u64 * s.f_frsize as u64)
-}
-
 /// The verdict on a status document: `(exit code, health word, reasons)`. See the module
 /// header for the definition.
 pub fn verdict(doc: &Value) -> (u8, &'static str, Vec<String>) {
@@ -153,18 +142,33 @@ pub fn verdict(doc: &Value) -> (u8, &'static str, Vec<String>) {
     } else if doc["daemon"]["writer"] != "ok" {
         down.push("the database writer is not accepting work".to_string());
     }
-    if let Some(free) = doc["database"]["disk_free_bytes"].as_u64() {
-        if free < DISK_FULL_BELOW {
-            down.push(format!(
-                "the disk holding the database is full ({} KiB free)",
-                free / 1024
-            ));
-        }
-    }
     if !down.is_empty() {
         return (2, "down", down);
     }
     let mut degraded = Vec::new();
+    let storage = &doc["storage"];
+    match storage["reason"].as_str() {
+        Some("disk_full") => degraded.push(format!(
+            "WRITES REFUSED since {}: the disk holding the database is full; free space there",
+            storage["since"].as_str().unwrap_or("?")
+        )),
+        Some("read_only") => degraded.push(format!(
+            "WRITES REFUSED since {}: the file system holding the database is read-only",
+            storage["since"].as_str().unwrap_or("?")
+        )),
+        Some("reserve_in_use") => degraded.push(
+            "the disk is nearly full: the disk reserve was released so sales go on".to_string(),
+        ),
+        _ => {}
+    }
+    if let Some(free) = doc["database"]["disk_free_bytes"].as_u64() {
+        if free < DISK_LOW_BELOW {
+            degraded.push(format!(
+                "the disk holding the database is nearly full ({} KiB free)",
+                free / 1024
+            ));
+        }
+    }
     if let Some(ups) = doc["network"]["upstreams"].as_object() {
         for (name, link) in ups {
             let status = link["status"].as_str().unwrap_or("unknown");
@@ -295,6 +299,23 @@ pub fn render(doc: &Value) -> String {
         )
     };
     line(format!("backup      {backup_line}"));
+    let st = &doc["storage"];
+    if st.is_object() {
+        line(format!(
+            "storage     {}{}; reserve {} ({})",
+            st["status"].as_str().unwrap_or("?"),
+            st["reason"]
+                .as_str()
+                .map(|r| format!(" ({r} since {})", st["since"].as_str().unwrap_or("?")))
+                .unwrap_or_default(),
+            bytes(st["reserve_bytes"].as_u64().unwrap_or(0)),
+            if st["reserve_held"] == true {
+                "held"
+            } else {
+                "released"
+            }
+        ));
+    }
     let db = &doc["database"];
     line(format!(
         "database    {} {} (schema v{}), {} free",
@@ -378,7 +399,14 @@ mod tests {
         assert_eq!(verdict(&d).0, 2);
         let mut d = healthy();
         d["database"]["disk_free_bytes"] = json!(1024);
-        assert_eq!(verdict(&d).0, 2);
+        assert_eq!(
+            verdict(&d).0,
+            1,
+            "a full disk with the daemon up is degraded"
+        );
+        let mut d = healthy();
+        d["storage"] = json!({"status": "degraded", "reason": "read_only", "since": "x"});
+        assert_eq!(verdict(&d).0, 1);
         let mut d = healthy();
         d["daemon"] = json!({"running": false});
         d["outbox"]["dead"] = json!(3);

@@ -13,6 +13,7 @@ mod cli;
 mod conexxus;
 mod config_errors;
 mod crash;
+mod disk;
 mod lifecycle;
 mod localstripe;
 mod moto;

@@ -20,6 +20,17 @@ pub const ADMIN_TOKEN: &str = "admin-secret-token";
 /// A config with registers R1, R2 and admin `tech`, the database in `dir`, on `listen`.
 /// `server_extra` lines go into `[server]`; `extra` is appended after the tables.
 pub fn config_toml(dir: &Path, listen: &str, server_extra: &str, extra: &str) -> String {
+    config_toml_with(dir, listen, server_extra, "", extra)
+}
+
+/// [`config_toml`] with `database_extra` lines in `[database]`.
+pub fn config_toml_with(
+    dir: &Path,
+    listen: &str,
+    server_extra: &str,
+    database_extra: &str,
+    extra: &str,
+) -> String {
     format!(
         r#"
 [store]
@@ -33,6 +44,7 @@ max_body_bytes = 65536
 
 [database]
 path = "{db}"
+{database_extra}
 
 [[registers]]
 id = "R1"
@@ -230,10 +242,25 @@ pub fn posedge_bin() -> &'static str {
 impl BinaryDaemon {
     /// Writes `dir/config.toml` (fresh port) and starts `posedge serve`, waiting for /healthz.
     pub fn start(dir: &Path, extra_toml: &str) -> BinaryDaemon {
+        BinaryDaemon::start_with_db(dir, dir, "", extra_toml)
+    }
+
+    /// Like [`BinaryDaemon::start`] with the database (and what lives beside it) in `db_dir`;
+    /// the config file and the log stay in `dir`.
+    pub fn start_with_db(
+        dir: &Path,
+        db_dir: &Path,
+        database_extra: &str,
+        extra_toml: &str,
+    ) -> BinaryDaemon {
         let port = free_port();
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
         let config = dir.join("config.toml");
-        std::fs::write(&config, config_toml(dir, &addr.to_string(), "", extra_toml)).unwrap();
+        std::fs::write(
+            &config,
+            config_toml_with(db_dir, &addr.to_string(), "", database_extra, extra_toml),
+        )
+        .unwrap();
         let log = dir.join(format!("daemon-{port}.log"));
         let child = Command::new(posedge_bin())
             .args(["serve", "--config"])

@@ -12,10 +12,13 @@ use axum::Json;
 use serde_json::json;
 use std::time::Duration;
 
-/// 200 when the writer answers a round-trip within a second, 503 otherwise.
+/// 200 when the writer answers a round-trip within a second (`degraded` while the disk
+/// refuses writes or runs on its reserve: the daemon is up and serves reads), 503 otherwise.
 pub async fn healthz(State(state): State<AppState>, _: HealthAccess) -> Response {
     if state.writer.ping(Duration::from_secs(1)).await {
-        (StatusCode::OK, Json(json!({"status": "ok"}))).into_response()
+        let storage = state.space.report();
+        let body = json!({"status": storage.status, "storage": storage});
+        (StatusCode::OK, Json(body)).into_response()
     } else {
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -49,6 +52,7 @@ pub async fn status(
         },
         "outbox": {"pending": pending},
         "alerts": state.alerts.active(),
+        "storage": state.space.report(),
     })))
 }
 

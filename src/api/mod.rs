@@ -50,6 +50,8 @@ pub struct AppState {
     pub payments: Arc<crate::payments::flow::Payments>,
     pub backups: Arc<crate::backup::daemon::Backups>,
     pub end_of_day: Arc<crate::conexxus::eod::EndOfDay>,
+    /// Room to write: the disk reserve and the storage condition.
+    pub space: Arc<crate::store::Space>,
 }
 
 /// The route table.

@@ -32,6 +32,7 @@ pub async fn status(
     });
     doc["network"] = state.probe.snapshot().to_json();
     doc["alerts"] = json!(state.alerts.active());
+    doc["storage"] = json!(state.space.report());
     Ok(Json(doc))
 }
 

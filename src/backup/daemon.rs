@@ -1,12 +1,15 @@
 //! Backups inside the running daemon: the schedule, and `posedge backup now` over the admin
 //! socket. One backup at a time (a mutex); the copy runs on a read connection on the
-//! blocking pool, its record goes through the writer.
+//! blocking pool, its record goes through the writer. A backup that would write to the
+//! disk holding the database waits while that disk is tight ([`Space::tight`]): its room is
+//! kept for sales.
 
 use super::{Attempt, Plan, State};
 use crate::alerts::Alerts;
 use crate::outbox::dispatcher::Dispatcher;
 use crate::outbox::Upstream;
-use crate::store::{Reads, StoreError, Writer};
+use crate::store::{Reads, Space, StoreError, Writer};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,6 +22,7 @@ pub struct Backups {
     writer: Writer,
     dispatcher: Arc<Dispatcher>,
     alerts: Arc<Alerts>,
+    space: Arc<Space>,
     one_at_a_time: tokio::sync::Mutex<()>,
 }
 
@@ -29,6 +33,7 @@ impl Backups {
         writer: Writer,
         dispatcher: Arc<Dispatcher>,
         alerts: Arc<Alerts>,
+        space: Arc<Space>,
     ) -> Arc<Backups> {
         Arc::new(Backups {
             plan,
@@ -36,6 +41,7 @@ impl Backups {
             writer,
             dispatcher,
             alerts,
+            space,
             one_at_a_time: tokio::sync::Mutex::new(()),
         })
     }
@@ -46,8 +52,24 @@ impl Backups {
 
     /// Takes one backup now and records it (success or failure). `Err` only when even the
     /// record could not be written.
+    /// `Err(DiskFull | ReadOnly)` without trying while the database's disk is tight and the
+    /// backup would land on it.
     pub async fn run_once(&self, trigger: &str) -> Result<Attempt, StoreError> {
         let _one = self.one_at_a_time.lock().await;
+        let report = self.space.report();
+        if let Some(reason) = report.reason {
+            if same_file_system(Path::new(&report.directory), &self.plan.directory) {
+                tracing::warn!(
+                    reason,
+                    trigger,
+                    "backup skipped: the disk it would go to is tight; its room is kept for sales"
+                );
+                return Err(match self.space.failure() {
+                    Some(f) => f.error(),
+                    None => StoreError::DiskFull,
+                });
+            }
+        }
         let started = chrono::Utc::now();
         let plan = self.plan.clone();
         let outcome = self
@@ -123,5 +145,20 @@ impl Backups {
                 }
             }
         }
+    }
+}
+
+/// Whether `a` and `b` (or, for a directory not yet created, its nearest existing parent)
+/// are on one file system. Unknown counts as the same: caution keeps room for sales.
+fn same_file_system(a: &Path, b: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let dev = |p: &Path| {
+        p.ancestors()
+            .find_map(|q| std::fs::metadata(q).ok())
+            .map(|m| m.dev())
+    };
+    match (dev(a), dev(b)) {
+        (Some(x), Some(y)) => x == y,
+        _ => true,
     }
 }

@@ -145,11 +145,23 @@ impl Default for ServerConfig {
     }
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DatabaseConfig {
     /// Default: `$STATE_DIRECTORY/posedge.db` under systemd, else `./posedge-data/posedge.db`.
     pub path: Option<PathBuf>,
+    /// MiB held in `posedge.reserve` beside the database and released to the ledger when
+    /// the disk fills up (`crate::store::space`); 0 keeps no reserve.
+    pub reserve_mib: u64,
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        DatabaseConfig {
+            path: None,
+            reserve_mib: 64,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]

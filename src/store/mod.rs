@@ -14,13 +14,16 @@ pub mod lock;
 pub mod migrate;
 pub mod read;
 pub mod snapshot;
+pub mod space;
 pub mod writer;
 
 use rusqlite::{Connection, ErrorCode, OpenFlags};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 pub use read::Reads;
+pub use space::Space;
 pub use writer::Writer;
 
 /// Errors of the storage layer, cheap to clone so one commit failure can answer a whole batch.
@@ -79,6 +82,7 @@ impl StoreError {
 pub struct Store {
     pub writer: Writer,
     pub reads: Reads,
+    pub space: Arc<Space>,
     path: PathBuf,
 }
 
@@ -89,6 +93,8 @@ pub struct OpenOptions<'a> {
     pub snapshot_dir: &'a Path,
     pub readers: usize,
     pub on_commit: writer::CommitObserver,
+    /// Bytes of the reserve file kept beside the database ([`space`]); 0: none.
+    pub reserve_bytes: u64,
 }
 
 impl Store {
@@ -97,10 +103,14 @@ impl Store {
         let mut conn = open_rw(opts.path)?;
         migrate::run(&mut conn, opts.path, opts.snapshot_dir)?;
         let reads = Reads::open(opts.path, opts.readers)?;
-        let writer = Writer::start(conn, opts.on_commit)?;
+        let space = Arc::new(Space::new(opts.path, opts.reserve_bytes));
+        space.take_reserve();
+        space.watch();
+        let writer = Writer::start(conn, opts.on_commit, space.clone())?;
         Ok(Store {
             writer,
             reads,
+            space,
             path: opts.path.to_path_buf(),
         })
     }

@@ -13,8 +13,13 @@
 //! - a job that panics rolls back its savepoint and its caller gets an error; the thread and
 //!   the other jobs of the batch carry on;
 //! - [`Writer::stop`] is ordered after everything queued before it: queued work commits, then
-//!   the WAL is checkpointed and the connection closed.
+//!   the WAL is checkpointed and the connection closed;
+//! - when SQLite drops the whole transaction under a job (out of space, an I/O error), the
+//!   rest of the batch is failed, never run outside a transaction;
+//! - a disk that is full or read-only answers every job of the batch with that condition
+//!   (503 `disk_full`), and [`Space`] hears of every failure and every success.
 
+use super::space::Space;
 use super::StoreError;
 use rusqlite::{Connection, Transaction, TransactionBehavior};
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -57,7 +62,10 @@ where
         let reply: Reply = Box::new(move |commit| {
             let answer_value = match (commit, result) {
                 (Ok(()), r) => r,
-                // A rolled-back job's own error is the truer answer.
+                // Nothing of the batch was recorded because of the disk: say so, whatever
+                // the job itself thought (a retry gives its own answer again).
+                (Err(c), Err(_)) if c.is_environmental() => Err(E::from(c)),
+                // Otherwise a rolled-back job's own error is the truer answer.
                 (Err(_), Err(e)) => Err(e),
                 (Err(c), Ok(_)) => Err(E::from(c)),
             };
@@ -85,11 +93,15 @@ pub struct Writer {
 }
 
 impl Writer {
-    pub fn start(conn: Connection, on_commit: CommitObserver) -> Result<Writer, StoreError> {
+    pub fn start(
+        conn: Connection,
+        on_commit: CommitObserver,
+        space: Arc<Space>,
+    ) -> Result<Writer, StoreError> {
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
         std::thread::Builder::new()
             .name("posedge-writer".into())
-            .spawn(move || run(conn, rx, on_commit))
+            .spawn(move || run(conn, rx, on_commit, space))
             .map_err(|e| StoreError::Io(format!("cannot start the writer thread: {e}")))?;
         Ok(Writer { tx })
     }
@@ -134,7 +146,12 @@ impl Writer {
     }
 }
 
-fn run(mut conn: Connection, mut rx: mpsc::Receiver<Msg>, on_commit: CommitObserver) {
+fn run(
+    mut conn: Connection,
+    mut rx: mpsc::Receiver<Msg>,
+    on_commit: CommitObserver,
+    space: Arc<Space>,
+) {
     let mut stop_reply = None;
     while let Some(first) = rx.blocking_recv() {
         let mut jobs = Vec::new();
@@ -154,7 +171,7 @@ fn run(mut conn: Connection, mut rx: mpsc::Receiver<Msg>, on_commit: CommitObser
             }
         }
         if !jobs.is_empty() {
-            commit_batch(&mut conn, jobs, &on_commit);
+            commit_batch(&mut conn, jobs, &on_commit, &space);
         }
         for p in pings {
             let _ = p.send(());
@@ -179,13 +196,14 @@ fn run(mut conn: Connection, mut rx: mpsc::Receiver<Msg>, on_commit: CommitObser
     }
 }
 
-fn commit_batch(conn: &mut Connection, jobs: Vec<Job>, on_commit: &CommitObserver) {
+fn commit_batch(conn: &mut Connection, jobs: Vec<Job>, on_commit: &CommitObserver, space: &Space) {
     let started = Instant::now();
     let size = jobs.len();
     let txn = match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
         Ok(t) => t,
         Err(e) => {
-            let err = StoreError::from(e);
+            let err = space.classify(StoreError::from(e));
+            space.commit_failed(&err);
             tracing::error!(error = %err, jobs = size, "cannot begin a write transaction");
             for job in jobs {
                 job.fail(err.clone());
@@ -194,7 +212,9 @@ fn commit_batch(conn: &mut Connection, jobs: Vec<Job>, on_commit: &CommitObserve
         }
     };
     let mut replies: Vec<Reply> = Vec::with_capacity(size);
-    for job in jobs {
+    let mut jobs = jobs.into_iter();
+    let mut lost = false;
+    for job in jobs.by_ref() {
         if let Err(e) = txn.execute_batch("SAVEPOINT job") {
             job.fail(StoreError::from(e));
             continue;
@@ -207,6 +227,8 @@ fn commit_batch(conn: &mut Connection, jobs: Vec<Job>, on_commit: &CommitObserve
             Ok((false, reply)) => {
                 let _ = txn.execute_batch("ROLLBACK TO job; RELEASE job");
                 replies.push(reply);
+                // It may have failed for lack of space while the batch goes on.
+                space.release_if_low();
             }
             Err(_) => {
                 // The job's answer channel was dropped during unwinding: its caller sees an
@@ -215,10 +237,39 @@ fn commit_batch(conn: &mut Connection, jobs: Vec<Job>, on_commit: &CommitObserve
                 tracing::error!("a write job panicked; its changes were rolled back");
             }
         }
+        // SQLite rolls back the whole transaction on some errors (SQLITE_FULL, I/O errors).
+        // A next SAVEPOINT would then open a transaction of its own and RELEASE would commit
+        // it behind the batch's back: stop here instead.
+        if txn.is_autocommit() {
+            lost = true;
+            break;
+        }
     }
-    let outcome = txn.commit().map_err(StoreError::from);
-    if let Err(e) = &outcome {
-        tracing::error!(error = %e, jobs = size, "commit failed; the whole batch is answered with the error");
+    // One statvfs per batch: a disk filled by something else since the last look gives up
+    // the reserve before this commit needs the room, not after it failed.
+    space.release_if_low();
+    let outcome = if lost {
+        Err(space.classify(StoreError::Sqlite(
+            "SQLite rolled back the transaction after an error".into(),
+        )))
+    } else {
+        txn.commit()
+            .map_err(|e| space.classify(StoreError::from(e)))
+    };
+    match &outcome {
+        Ok(()) => space.commit_ok(),
+        Err(e) => {
+            space.commit_failed(e);
+            // A full or read-only disk is logged once, by `Space`, when it starts.
+            if e.is_environmental() {
+                tracing::debug!(error = %e, jobs = size, "commit failed; the whole batch is answered with the error");
+            } else {
+                tracing::error!(error = %e, jobs = size, "commit failed; the whole batch is answered with the error");
+            }
+            for job in jobs {
+                job.fail(e.clone());
+            }
+        }
     }
     on_commit(size, started.elapsed());
     for reply in replies {
@@ -240,7 +291,8 @@ mod tests {
                  parent INTEGER REFERENCES parent (id) DEFERRABLE INITIALLY DEFERRED);",
         )
         .unwrap();
-        let w = Writer::start(conn, Arc::new(|_, _| {})).unwrap();
+        let space = Arc::new(Space::new(&dir.path().join("w.db"), 0));
+        let w = Writer::start(conn, Arc::new(|_, _| {}), space).unwrap();
         (dir, w)
     }
 
