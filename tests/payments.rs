@@ -132,6 +132,67 @@ async fn a_timed_out_online_attempt_falls_back_offline_and_the_forward_reuses_it
     );
 }
 
+/// Found by bench/soak.sh: Stripe still executing the online attempt (the same key "in
+/// progress", 409) used up the forward's attempts until the payment went dead for a
+/// technician, though nothing had failed. Waiting on our own request costs no attempt.
+#[tokio::test]
+async fn a_forward_waiting_on_stripe_still_executing_its_key_uses_no_attempts_and_never_goes_dead()
+{
+    let stripe = FakeStripe::start().await;
+    // Stripe takes the online attempt and keeps working on it long after the 1 s timeout.
+    stripe.script([StripeFault::Stall(Duration::from_secs(12))]);
+    let d = TestDaemon::start_with(&stripe_toml(&stripe.base_url(), "")).await;
+    stripe_online(&d).await;
+    let (status, p) = d
+        .post(
+            "/v1/payments",
+            R1_TOKEN,
+            &card_payment("R1", "R1-409-1", 1500, "pm_card_visa"),
+        )
+        .await;
+    assert_eq!(
+        (status, p["status"].as_str()),
+        (201, Some("approved_offline")),
+        "{p}"
+    );
+    let id = p["id"].as_str().unwrap().to_string();
+    let key = format!("posedge-{id}");
+    let in_progress_answers = || {
+        stripe
+            .requests()
+            .iter()
+            .filter(|r| r.idempotency_key.as_deref() == Some(key.as_str()))
+            .filter(|r| r.answered == Some(409))
+            .count()
+    };
+    let row = |d: &TestDaemon| -> (String, i64) {
+        let conn = rusqlite::Connection::open(d.db_path()).unwrap();
+        conn.query_row(
+            "SELECT state, attempts FROM outbox WHERE kind = 'stripe_forward'",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap()
+    };
+    eventually(
+        Duration::from_secs(10),
+        "three 409s for the key",
+        || async { (in_progress_answers() >= 3).then_some(()) },
+    )
+    .await;
+    let (state, attempts) = row(&d);
+    assert_eq!(state.as_str() == "dead", false);
+    assert!(
+        attempts <= 1,
+        "{attempts} attempts used up after {} in-progress answers",
+        in_progress_answers()
+    );
+    // Stripe finishes; the next forward gets its saved answer: one charge.
+    payment_settled(&d, &id, "captured").await;
+    assert_eq!(stripe.intents_for_payment(&id), 1, "charged twice");
+    assert_eq!(row(&d).0, "delivered");
+}
+
 #[tokio::test]
 async fn with_stripe_down_cards_are_approved_offline_at_once_and_forwarded_once_when_it_returns() {
     let stripe = FakeStripe::start_refusing().await;

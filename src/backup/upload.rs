@@ -179,6 +179,7 @@ impl Kind for BackupUpload {
                     error: "[backup.s3] is not configured".into(),
                     retry_after: None,
                     reachable: false,
+                    in_progress: false,
                 },
             }
         })

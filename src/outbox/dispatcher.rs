@@ -316,12 +316,16 @@ impl Dispatcher {
         let now = self.now_ms();
         let (label, due, dead) = match &outcome {
             Outcome::Delivered { .. } => ("delivered", now, false),
-            Outcome::Retry { retry_after, .. } => {
+            Outcome::Retry {
+                retry_after,
+                in_progress,
+                ..
+            } => {
                 let delay = self.backoff.delay(attempt, *retry_after, &mut rand::rng());
                 (
                     "retry",
                     now + delay.as_millis() as i64,
-                    attempt >= kind.max_attempts(),
+                    !in_progress && attempt >= kind.max_attempts(),
                 )
             }
             Outcome::Permanent { .. } => ("permanent", now, true),
@@ -348,9 +352,10 @@ impl Dispatcher {
             .write(move |tx| {
                 match &outcome {
                     Outcome::Delivered { .. } => queue::mark_delivered(tx, id)?,
-                    Outcome::Retry { error, .. } | Outcome::Permanent { error } => {
-                        queue::mark_failed(tx, id, error, due, dead)?
-                    }
+                    Outcome::Retry {
+                        error, in_progress, ..
+                    } => queue::mark_retry(tx, id, error, due, dead, !in_progress)?,
+                    Outcome::Permanent { error } => queue::mark_failed(tx, id, error, due, dead)?,
                 }
                 kind.on_outcome(tx, &row, &outcome)?;
                 settings::set(tx, CLOCK_KEY, &now.to_string())?;

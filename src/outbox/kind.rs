@@ -20,11 +20,14 @@ pub enum Outcome {
     /// `on_outcome` records (e.g. a payment's capture or decline); `Null` when nothing.
     Delivered { detail: serde_json::Value },
     /// Worth another attempt later. `reachable = false` means no connection could be made,
-    /// which marks the upstream offline at once.
+    /// which marks the upstream offline at once. `in_progress`: the upstream is still
+    /// executing an earlier send of this row under its key; waiting for it is not a failed
+    /// attempt and never makes the row dead.
     Retry {
         error: String,
         retry_after: Option<Duration>,
         reachable: bool,
+        in_progress: bool,
     },
     /// Will not succeed as it is (a 4xx other than 409/429): dead now, for a technician.
     Permanent { error: String },

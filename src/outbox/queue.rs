@@ -103,13 +103,33 @@ pub fn mark_failed(
     due_ms: i64,
     dead: bool,
 ) -> rusqlite::Result<()> {
+    mark_retry(tx, id, error, due_ms, dead, true)
+}
+
+/// Back to pending (or dead) after an attempt; `counted = false` leaves `attempts` as it was
+/// (the upstream was still executing our earlier send: nothing failed).
+pub fn mark_retry(
+    tx: &Transaction<'_>,
+    id: i64,
+    error: &str,
+    due_ms: i64,
+    dead: bool,
+    counted: bool,
+) -> rusqlite::Result<()> {
     tx.prepare_cached(
         "UPDATE outbox SET state = CASE WHEN ?4 THEN 'dead' ELSE 'pending' END,
-                attempts = attempts + 1, due_ms = ?3, lease_until_ms = NULL,
+                attempts = attempts + ?6, due_ms = ?3, lease_until_ms = NULL,
                 last_error = ?2, updated_at = ?5
          WHERE id = ?1",
     )?
-    .execute(params![id, truncate(error), due_ms, dead, ts()])?;
+    .execute(params![
+        id,
+        truncate(error),
+        due_ms,
+        dead,
+        ts(),
+        i64::from(counted)
+    ])?;
     Ok(())
 }
 

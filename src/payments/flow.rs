@@ -294,6 +294,7 @@ impl Payments {
                 error: "stripe is not configured".into(),
                 retry_after: None,
                 reachable: false,
+                in_progress: false,
             },
         };
         match &answer {

@@ -47,6 +47,7 @@ async fn load(reads: &Reads, row: &Row) -> Result<Payment, Outcome> {
             error: e.to_string(),
             retry_after: None,
             reachable: true,
+            in_progress: false,
         }),
     }
 }
@@ -58,10 +59,22 @@ async fn call<T>(slots: &Slots, request: impl std::future::Future<Output = T>) -
 }
 
 fn retry(error: String, retry_after: Option<Duration>, reachable: bool) -> Outcome {
+    retry_answer(error, retry_after, reachable, false)
+}
+
+/// Stripe's retry answer as the outbox's: an earlier request still in progress under the
+/// key does not use up an attempt (the payment is not failing; it is being charged).
+fn retry_answer(
+    error: String,
+    retry_after: Option<Duration>,
+    reachable: bool,
+    in_progress: bool,
+) -> Outcome {
     Outcome::Retry {
         error,
         retry_after,
         reachable,
+        in_progress,
     }
 }
 
@@ -106,7 +119,8 @@ impl StripeForward {
                     error,
                     retry_after,
                     reachable,
-                }) => return retry(error, retry_after, reachable),
+                    in_progress,
+                }) => return retry_answer(error, retry_after, reachable, in_progress),
                 // No search API here (some regions, test fakes): re-send under the same key,
                 // which is all a lookup-less client can do.
                 Err(other) => {
@@ -132,6 +146,7 @@ impl StripeForward {
                 error,
                 retry_after,
                 reachable,
+                in_progress,
             } => {
                 // Unclear (e.g. a saved 500): read what Stripe actually has.
                 if reachable {
@@ -143,7 +158,7 @@ impl StripeForward {
                         }
                     }
                 }
-                retry(error, retry_after, reachable)
+                retry_answer(error, retry_after, reachable, in_progress)
             }
             Answer::Permanent { error } => Outcome::Permanent { error },
             _ => retry("unexpected answer".into(), None, true),
@@ -285,7 +300,8 @@ impl Kind for StripeVoid {
                             error,
                             retry_after,
                             reachable,
-                        } => retry(error, retry_after, reachable),
+                            in_progress,
+                        } => retry_answer(error, retry_after, reachable, in_progress),
                         other => Outcome::Permanent {
                             error: format!("refund failed: {other:?}"),
                         },
@@ -302,7 +318,8 @@ impl Kind for StripeVoid {
                             error,
                             retry_after,
                             reachable,
-                        } => retry(error, retry_after, reachable),
+                            in_progress,
+                        } => retry_answer(error, retry_after, reachable, in_progress),
                         Answer::Permanent { error } => Outcome::Permanent { error },
                         _ => Outcome::Delivered {
                             detail: json!({"voided": "canceled", "intent": intent}),
@@ -324,7 +341,8 @@ impl Kind for StripeVoid {
                     error,
                     retry_after,
                     reachable,
-                }) => retry(error, retry_after, reachable),
+                    in_progress,
+                }) => retry_answer(error, retry_after, reachable, in_progress),
                 Err(other) => Outcome::Permanent {
                     error: format!("lookup failed: {other:?}"),
                 },

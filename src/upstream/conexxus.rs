@@ -114,16 +114,19 @@ impl Transport {
                         error: e,
                         retry_after: None,
                         reachable: false,
+                        in_progress: false,
                     },
                     Ok(Err(e)) => Outcome::Retry {
                         error: e.to_string(),
                         retry_after: None,
                         reachable: true,
+                        in_progress: false,
                     },
                     Err(_) => Outcome::Retry {
                         error: format!("file drop slower than {timeout:?}"),
                         retry_after: None,
                         reachable: true,
+                        in_progress: false,
                     },
                 }
             }
@@ -164,6 +167,7 @@ pub fn classify(r: Result<Response, HttpError>) -> Outcome {
                     error,
                     retry_after: super::http::retry_after(&resp.headers),
                     reachable: true,
+                    in_progress: false,
                 }
             } else {
                 Outcome::Permanent { error }
@@ -173,6 +177,7 @@ pub fn classify(r: Result<Response, HttpError>) -> Outcome {
             reachable: !e.never_sent(),
             error: e.to_string(),
             retry_after: None,
+            in_progress: false,
         },
     }
 }
@@ -208,6 +213,7 @@ impl Delivery {
                 error: "conexxus is not configured".into(),
                 retry_after: None,
                 reachable: false,
+                in_progress: false,
             };
         };
         match document.await {
@@ -270,6 +276,7 @@ impl SaleJournal {
                 error: e.to_string(),
                 retry_after: None,
                 reachable: true,
+                in_progress: false,
             })?;
         let loaded = loaded.ok_or_else(|| cannot_build("a sale is not in the ledger"))?;
         let ctx = JournalContext {

@@ -108,11 +108,13 @@ pub enum Answer {
         message: String,
     },
     /// No definitive answer: retry with the same key. `reachable = false` when no connection
-    /// could be made (the request cannot have arrived).
+    /// could be made (the request cannot have arrived). `in_progress`: Stripe is still
+    /// executing an earlier request under this key (409), which is not a failed attempt.
     Retry {
         error: String,
         retry_after: Option<Duration>,
         reachable: bool,
+        in_progress: bool,
     },
     /// A request Stripe will never accept as it is (bad key, bad parameters).
     Permanent { error: String },
@@ -298,6 +300,7 @@ pub fn classify(r: Result<Response, HttpError>) -> Answer {
                 reachable: !e.never_sent(),
                 error: e.to_string(),
                 retry_after: None,
+                in_progress: false,
             }
         }
     };
@@ -341,6 +344,7 @@ pub fn classify(r: Result<Response, HttpError>) -> Answer {
             error,
             retry_after: retry_after(&resp.headers),
             reachable: true,
+            in_progress: false,
         },
         // 409: the same key is still executing at Stripe (e.g. our attempt from before a
         // crash). Retrying at once only collects more 409s; give it time.
@@ -352,11 +356,13 @@ pub fn classify(r: Result<Response, HttpError>) -> Answer {
                     .max(IN_PROGRESS_WAIT),
             ),
             reachable: true,
+            in_progress: true,
         },
         None if code == 429 || resp.status.is_server_error() => Answer::Retry {
             error,
             retry_after: retry_after(&resp.headers),
             reachable: true,
+            in_progress: false,
         },
         None => Answer::Permanent { error },
     }
@@ -452,7 +458,7 @@ mod tests {
         ));
         let in_progress = classify(resp(409, r#"{"error":{"type":"idempotency_error"}}"#, &[]));
         assert!(
-            matches!(in_progress, Answer::Retry { retry_after: Some(d), .. } if d >= IN_PROGRESS_WAIT),
+            matches!(in_progress, Answer::Retry { retry_after: Some(d), in_progress: true, .. } if d >= IN_PROGRESS_WAIT),
             "{in_progress:?}"
         );
         let ra = classify(resp(429, "{}", &[("retry-after", "3")]));
