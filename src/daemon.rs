@@ -412,11 +412,11 @@ async fn end_of_day(state: AppState) {
     for n in 0u64.. {
         tick.tick().await;
         if let Err(e) = state.end_of_day.batch_tick().await {
-            tracing::error!(error = %e, "cannot queue journal batches");
+            e.log_background("cannot queue journal batches");
         }
         if n % 5 == 0 {
             if let Err(e) = state.end_of_day.run_due().await {
-                tracing::error!(error = %e, "cannot queue the end-of-day movement reports");
+                e.log_background("cannot queue the end-of-day movement reports");
             }
         }
     }
@@ -438,7 +438,7 @@ async fn expire_payments(state: &AppState) {
                 tracing::warn!(payment_id = %id, "offline payment expired before Stripe accepted it; recover it with the customer");
             }
         }
-        Err(e) => tracing::error!(error = %e, "cannot expire old offline payments"),
+        Err(e) => e.log_background("cannot expire old offline payments"),
     }
 }
 

@@ -224,7 +224,7 @@ impl Dispatcher {
                         continue;
                     }
                     Err(e) => {
-                        tracing::error!(upstream = up.as_str(), error = %e, "cannot claim outbox rows; retrying in 1s");
+                        e.log_background("cannot claim outbox rows; retrying in 1s");
                         tokio::time::sleep(Duration::from_secs(1)).await;
                         continue;
                     }
@@ -391,7 +391,7 @@ impl Dispatcher {
                 tracing::info!(expired_leases = expired, pruned, "outbox sweep")
             }
             Ok(_) => {}
-            Err(e) => tracing::error!(error = %e, "outbox sweep failed"),
+            Err(e) => e.log_background("outbox sweep failed"),
         }
         for up in self.wake.keys() {
             self.wake(*up);

@@ -76,6 +76,17 @@ impl StoreError {
             StoreError::DiskFull | StoreError::ReadOnly | StoreError::Corrupt { .. }
         )
     }
+
+    /// Logs a background task's failed write. A full or read-only disk is logged once, by
+    /// [`Space`], when it starts; a task retrying every second would otherwise repeat it
+    /// every second, so those go to debug. Everything else is an error.
+    pub fn log_background(&self, what: &str) {
+        if matches!(self, StoreError::DiskFull | StoreError::ReadOnly) {
+            tracing::debug!(error = %self, "{what}");
+        } else {
+            tracing::error!(error = %self, "{what}");
+        }
+    }
 }
 
 /// The database: one writer thread and a pool of readers on the same file.
