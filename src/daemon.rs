@@ -66,6 +66,9 @@ impl Daemon {
     /// Opens the database (running migrations after a snapshot) and loads TLS material.
     /// Blocking: call before the runtime is busy, or from `spawn_blocking`.
     pub fn open(config: Config) -> Result<Daemon, StartError> {
+        // The wall clock is trusted as it reads at start-up; steps after this are judged
+        // against the monotonic clock.
+        crate::clock::sense();
         let metrics = Arc::new(Metrics::new());
         metrics
             .up_since_seconds

@@ -230,6 +230,12 @@ pub fn posedge_bin() -> &'static str {
 impl BinaryDaemon {
     /// Writes `dir/config.toml` (fresh port) and starts `posedge serve`, waiting for /healthz.
     pub fn start(dir: &Path, extra_toml: &str) -> BinaryDaemon {
+        BinaryDaemon::start_with_env(dir, extra_toml, &[])
+    }
+
+    /// [`BinaryDaemon::start`] with these variables added to the daemon's environment
+    /// (e.g. `LD_PRELOAD` of libfaketime).
+    pub fn start_with_env(dir: &Path, extra_toml: &str, env: &[(String, String)]) -> BinaryDaemon {
         let port = free_port();
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
         let config = dir.join("config.toml");
@@ -240,6 +246,7 @@ impl BinaryDaemon {
             .arg(&config)
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .spawn()
             .unwrap();
         let mut d = BinaryDaemon { child, addr, log };
