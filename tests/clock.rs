@@ -707,3 +707,13 @@ async fn a_clock_set_back_an_hour_loses_repeats_and_overspends_nothing() {
     assert_eq!(approval["status"], "approved_offline", "{approval}");
     s.check();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs libfaketime: bash .ci/clock.sh"]
+async fn a_clock_25_hours_ahead_opens_no_new_daily_limit_and_charges_nothing_twice() {
+    let Some((s, approval)) = around_a_jump("clock_ahead_25h", Jump::Ahead25Hours).await else {
+        return;
+    };
+    assert_eq!(approval["status"], "approved_offline", "{approval}");
+    s.check();
+}

@@ -166,8 +166,20 @@ impl Payments {
         }
     }
 
+    /// The business date the daily limit counts from: the earlier clock reading's, so a wall
+    /// clock stepped ahead shows no fresh limit.
     pub fn today(&self) -> String {
-        business_day::business_date(chrono::Utc::now(), self.timezone, self.day_close).to_string()
+        let earlier = crate::clock::now().earlier();
+        business_day::business_date(earlier, self.timezone, self.day_close).to_string()
+    }
+
+    /// When an offline decision is made now.
+    fn at(&self) -> super::At {
+        super::At::now(
+            self.dispatcher.now_ms() + VOID_DELAY_MS,
+            self.timezone,
+            self.day_close,
+        )
     }
 
     /// `(remaining_today, remaining_transaction)` for the register's banner.
@@ -199,7 +211,7 @@ impl Payments {
         let id = format!("pay_{}", ulid::Ulid::new());
         let ctx = self.context(req.cashier_id.clone());
         let (policy, location) = (self.policy.clone(), self.location_id.clone());
-        let void_due = self.dispatcher.now_ms() + VOID_DELAY_MS;
+        let at = self.at();
         let first = self
             .writer
             .write(move |tx| {
@@ -247,7 +259,7 @@ impl Payments {
                     "stripe not configured"
                 };
                 Ok(First::Done(super::decide_offline(
-                    tx, &id, &policy, &ctx, reason, void_due,
+                    tx, &id, &policy, &ctx, reason, &at,
                 )?))
             })
             .await?;
@@ -307,7 +319,7 @@ impl Payments {
         }
         let ctx = self.context(p.cashier_id.clone());
         let policy = self.policy.clone();
-        let void_due = self.dispatcher.now_ms() + VOID_DELAY_MS;
+        let at = self.at();
         let id = p.id.clone();
         let recorded = self
             .writer
@@ -339,9 +351,7 @@ impl Payments {
                     )?,
                     Answer::Retry { error, .. } | Answer::Permanent { error } => {
                         let reason = format!("online attempt failed: {error}");
-                        return Ok(super::decide_offline(
-                            tx, &id, &policy, &ctx, &reason, void_due,
-                        )?);
+                        return Ok(super::decide_offline(tx, &id, &policy, &ctx, &reason, &at)?);
                     }
                 }
                 super::get(tx, &id)?.ok_or(FlowError::NotFound)
@@ -423,7 +433,7 @@ impl Payments {
             network,
             actor: format!("manager:{manager_id}"),
         };
-        let void_due = self.dispatcher.now_ms() + VOID_DELAY_MS;
+        let at = self.at();
         let decided = self
             .writer
             .write(move |tx| {
@@ -432,7 +442,7 @@ impl Payments {
                     return Err(FlowError::NotPending(p.id, p.status));
                 }
                 if approve {
-                    return Ok(super::decide_offline(tx, &id, &relaxed, &ctx, "manager approval", void_due)?);
+                    return Ok(super::decide_offline(tx, &id, &relaxed, &ctx, "manager approval", &at)?);
                 }
                 super::update(
                     tx,
@@ -441,7 +451,7 @@ impl Payments {
                 )?;
                 let p = super::get(tx, &id)?.ok_or(FlowError::NotFound)?;
                 if p.online_attempted {
-                    super::enqueue_void(tx, &p, void_due)?;
+                    super::enqueue_void(tx, &p, at.void_due_ms)?;
                 }
                 audit::append(
                     tx,
