@@ -136,6 +136,11 @@ const PAYMENT: i64 = 1_000;
 const DAILY_TOTAL: i64 = 5_000;
 
 fn config(stripe: &str, backoffice: &str, offline_extra: &str, conexxus_extra: &str) -> String {
+    let outstanding = if offline_extra.contains("max_outstanding_total") {
+        ""
+    } else {
+        "max_outstanding_total = \"1000.00\""
+    };
     format!(
         r#"
 [probe]
@@ -159,7 +164,7 @@ rate_limit_per_sec = 50
 [offline_payments]
 max_transaction_amount = "20.00"
 max_daily_total = "50.00"
-max_outstanding_total = "1000.00"
+{outstanding}
 approval_required_over = "15.00"
 {offline_extra}
 
@@ -715,5 +720,49 @@ async fn a_clock_25_hours_ahead_opens_no_new_daily_limit_and_charges_nothing_twi
         return;
     };
     assert_eq!(approval["status"], "approved_offline", "{approval}");
+    s.check();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs libfaketime: bash .ci/clock.sh"]
+async fn a_clock_3_days_ahead_expires_no_offline_payment_and_frees_no_outstanding_headroom() {
+    let Some(mut s) = Store::open(
+        "clock_ahead_3d_expiry",
+        midday(),
+        "max_outstanding_total = \"20.00\"",
+        "",
+    )
+    .await
+    else {
+        return;
+    };
+    s.online().await;
+    s.outage().await;
+    for _ in 0..2 {
+        let p = s.card(PAYMENT).await;
+        assert_eq!(p["status"], "approved_offline", "{p}");
+    }
+    s.clock.jump(chrono::Duration::days(3));
+    // Housekeeping (expiry) runs every process_interval = 1 s: give it a few rounds.
+    tokio::time::sleep(Duration::from_millis(3_500)).await;
+    let db = s.db();
+    assert_eq!(
+        count(
+            &db,
+            "SELECT count(*) FROM payments WHERE status = 'approved_offline'"
+        ),
+        2,
+        "{:?}",
+        rows(&db, "SELECT id || ' ' || status FROM payments")
+    );
+    // 20.00 are still outstanding: nothing more is approved offline.
+    let p = s.card(PAYMENT).await;
+    assert_eq!(
+        (p["status"].as_str(), p["decline_code"].as_str()),
+        (Some("refused_offline"), Some("over_outstanding_limit")),
+        "{p}"
+    );
+    s.recover().await;
+    s.drained().await;
     s.check();
 }
