@@ -766,3 +766,50 @@ async fn a_clock_3_days_ahead_expires_no_offline_payment_and_frees_no_outstandin
     s.drained().await;
     s.check();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs libfaketime: bash .ci/clock.sh"]
+async fn a_manager_cannot_approve_a_payment_older_than_the_offline_window_on_either_clock() {
+    // A 6 s window: long enough for an approval at once, short enough to outwait.
+    let Some(mut s) = Store::open("approval_window", midday(), "offline_window = \"6s\"", "").await
+    else {
+        return;
+    };
+    s.online().await;
+    s.outage().await;
+    let ahead = s.card(1_600).await;
+    let back = s.card(1_600).await;
+    assert_eq!(ahead["status"], "pending_approval", "{ahead}");
+    let id = |p: &Value| p["id"].as_str().unwrap().to_string();
+
+    // The wall clock says it waited 3 days: deny, never allow.
+    s.clock.jump(chrono::Duration::days(3));
+    let (_, a) = s.approve(&id(&ahead)).await;
+    assert_eq!(
+        (a["status"].as_str(), a["decline_code"].as_str()),
+        (Some("refused_offline"), Some("outside_offline_window")),
+        "{a}"
+    );
+
+    // Back to an hour before it was taken: the wall clock makes it look unborn, the
+    // monotonic clock knows it waited past the window.
+    s.clock
+        .jump(chrono::Duration::days(-3) - chrono::Duration::hours(1));
+    tokio::time::sleep(Duration::from_millis(6_500)).await;
+    let (_, b) = s.approve(&id(&back)).await;
+    assert_eq!(
+        (b["status"].as_str(), b["decline_code"].as_str()),
+        (Some("refused_offline"), Some("outside_offline_window")),
+        "{b}"
+    );
+
+    // One taken now is approved at once, whatever the clocks disagree about.
+    let fresh = s.card(1_600).await;
+    assert_eq!(fresh["status"], "pending_approval", "{fresh}");
+    let (_, f) = s.approve(&id(&fresh)).await;
+    assert_eq!(f["status"], "approved_offline", "{f}");
+
+    s.recover().await;
+    s.drained().await;
+    s.check();
+}

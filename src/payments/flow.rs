@@ -7,6 +7,11 @@
 //! forward are the same request to Stripe. A register that retries a payment still
 //! `authorizing` (the daemon restarted mid-attempt) resumes the online attempt under that key:
 //! if the first call landed, Stripe answers with its result instead of charging again.
+//!
+//! Manager approval. A payment that waited for a manager longer than `offline_window` is
+//! refused (`outside_offline_window`), its age taken on whichever clock says it is older:
+//! the wall clock, or the monotonic time since it began waiting. A wall clock stepped ahead
+//! cannot sneak an approval past the window, nor one stepped back make a payment look younger.
 
 use super::approval::{Approvals, Check};
 use super::policy::{self, Policy};
@@ -23,9 +28,9 @@ use crate::upstream::stripe::{Answer, IntentParams, Stripe};
 use chrono_tz::Tz;
 use serde_json::json;
 use sha2::{Digest, Sha256};
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// How long Stripe's search index may lag before a void looks for a charge.
 const VOID_DELAY_MS: i64 = 2 * 60 * 1000;
@@ -69,6 +74,11 @@ pub struct Payments {
     online_timeout: Duration,
     approvals: Arc<Approvals>,
     in_flight: Mutex<HashSet<String>>,
+    /// `offline_window`: a payment waiting longer for a manager is refused, not approved.
+    offline_window: chrono::Duration,
+    /// When (monotonic) each payment of this run began waiting for a manager: its age on
+    /// the monotonic clock, whatever the wall clock does meanwhile.
+    waiting: Mutex<HashMap<String, Instant>>,
 }
 
 /// An online outcome's update.
@@ -156,7 +166,44 @@ impl Payments {
                 .unwrap_or(Duration::from_secs(10)),
             approvals: Arc::new(Approvals::new(&config.managers)),
             in_flight: Mutex::new(HashSet::new()),
+            offline_window: chrono::Duration::from_std(config.offline_payments.offline_window.0)
+                .unwrap_or(chrono::Duration::MAX),
+            waiting: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Notes when `p` began waiting for a manager, if it did.
+    fn note_waiting(&self, p: &Payment) {
+        if p.status == "pending_approval" {
+            self.waiting
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .entry(p.id.clone())
+                .or_insert_with(Instant::now);
+        }
+    }
+
+    /// Whether `p` has waited longer than the offline window, on whichever reading says it
+    /// is older (fail closed): the wall clock's, and the monotonic clock's (since it began
+    /// waiting in this run; for one from before a restart, the later clock reading's).
+    fn outside_window(&self, p: &Payment) -> bool {
+        let Ok(created) = chrono::DateTime::parse_from_rfc3339(&p.created_at) else {
+            return true;
+        };
+        let created = created.with_timezone(&chrono::Utc);
+        let time = crate::clock::now();
+        let since = self
+            .waiting
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&p.id)
+            .map(|i| i.elapsed());
+        let age = match since {
+            Some(d) => (time.wall - created)
+                .max(chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)),
+            None => time.later() - created,
+        };
+        age > self.offline_window
     }
 
     fn context(&self, actor: String) -> Context {
@@ -265,6 +312,7 @@ impl Payments {
             .await?;
         match first {
             First::Done(p) => {
+                self.note_waiting(&p);
                 if p.status == "approved_offline" {
                     self.dispatcher.wake(Upstream::Stripe);
                 }
@@ -357,6 +405,7 @@ impl Payments {
                 super::get(tx, &id)?.ok_or(FlowError::NotFound)
             })
             .await?;
+        self.note_waiting(&recorded);
         if matches!(
             recorded.status.as_str(),
             "approved_offline" | "forwarding" | "refused_offline"
@@ -433,7 +482,10 @@ impl Payments {
             network,
             actor: format!("manager:{manager_id}"),
         };
-        let at = self.at();
+        let at = super::At {
+            outside_window: approve && self.outside_window(&p),
+            ..self.at()
+        };
         let decided = self
             .writer
             .write(move |tx| {
@@ -466,6 +518,10 @@ impl Payments {
                 Ok(p)
             })
             .await?;
+        self.waiting
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&decided.id);
         self.dispatcher.wake(Upstream::Stripe);
         Ok(decided)
     }

@@ -400,6 +400,8 @@ pub struct At {
     /// the daily limit counts from it (or from the payment's own date, if earlier), so a wall
     /// clock stepped forward opens no new day.
     pub count_from: String,
+    /// The payment waited longer than the offline window (a manager's late approval): refuse.
+    pub outside_window: bool,
 }
 
 impl At {
@@ -409,6 +411,7 @@ impl At {
         At {
             void_due_ms,
             count_from: crate::business_day::business_date(earlier, tz, day_close).to_string(),
+            outside_window: false,
         }
     }
 }
@@ -426,7 +429,11 @@ pub fn decide_offline(
     let p = get(tx, payment_id)?.ok_or(rusqlite::Error::QueryReturnedNoRows)?;
     let from = p.business_date.as_str().min(at.count_from.as_str());
     let counters = counters(tx, &p.location_id, from)?;
-    let decision = policy::decide(&p.method, p.amount, policy, counters);
+    let decision = if at.outside_window {
+        Decision::Refuse(policy::Refusal::OutsideOfflineWindow)
+    } else {
+        policy::decide(&p.method, p.amount, policy, counters)
+    };
     let (status, code, message) = match decision {
         // Overwrites any earlier "a manager must approve" message.
         Decision::Approve => (
@@ -775,6 +782,7 @@ mod tests {
             let at = At {
                 void_due_ms: 0,
                 count_from: count_from.into(),
+                outside_window: false,
             };
             decide_offline(&tx, "pay_b", &policy(), &ctx, "test", &at)
                 .unwrap()
