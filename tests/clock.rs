@@ -813,3 +813,56 @@ async fn a_manager_cannot_approve_a_payment_older_than_the_offline_window_on_eit
     s.drained().await;
     s.check();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs libfaketime: bash .ci/clock.sh"]
+async fn a_forward_after_the_clock_went_back_before_the_payment_looks_for_an_earlier_charge_first()
+{
+    let Some(mut s) = Store::open("forward_after_clock_back", midday(), "", "").await else {
+        return;
+    };
+    s.online().await;
+    let mode = |m: &str| json!({"mode": m, "upstream": "stripe"});
+    let (status, body) = s
+        .post("/admin/network/mode", ADMIN_TOKEN, &mode("offline"))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let p = s.card(PAYMENT).await;
+    assert_eq!(p["status"], "approved_offline", "{p}");
+    let id = p["id"].as_str().unwrap().to_string();
+    // An earlier attempt for it reached Stripe under a key Stripe has since forgotten (its
+    // 24 h are up: the daemon's wall clock, set back, cannot tell).
+    let form = [
+        ("amount", "1000"),
+        ("currency", "usd"),
+        ("payment_method", "pm_card_visa"),
+        ("confirm", "true"),
+        ("metadata[posedge_payment_id]", id.as_str()),
+    ];
+    let r = s
+        .http
+        .post(format!("{}/v1/payment_intents", s.stripe.base_url()))
+        .bearer_auth("sk_test_posedge")
+        .header("Idempotency-Key", "pruned-long-ago")
+        .form(&form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let created = DateTime::parse_from_rfc3339(p["created_at"].as_str().unwrap())
+        .unwrap()
+        .with_timezone(&Utc);
+    s.clock.set_wall(created - chrono::Duration::minutes(10));
+    let (status, body) = s
+        .post("/admin/network/mode", ADMIN_TOKEN, &mode("auto"))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    s.drained().await;
+    assert_eq!(
+        s.stripe.intents_for_payment(&id),
+        1,
+        "charged twice: the forward re-created a charge under a key Stripe may have forgotten"
+    );
+    let (_, done) = s.get(&format!("/v1/payments/{id}"), R1_TOKEN).await;
+    assert_eq!(done["status"], "captured", "{done}");
+}

@@ -116,7 +116,13 @@ async fn a_timed_out_online_attempt_falls_back_offline_and_the_forward_reuses_it
         .into_iter()
         .filter(|r| r.method == "POST" && r.path == "/v1/payment_intents")
         .collect();
-    assert!(creates.len() >= 2, "the forward never went out");
+    // The forward looks the payment up first (its online attempt may have landed) and
+    // re-sends under the same key when the lookup does not find it yet.
+    let searched = stripe
+        .requests()
+        .iter()
+        .any(|r| r.path.ends_with("/search"));
+    assert!(creates.len() >= 2 || searched, "the forward never went out");
     assert!(
         creates
             .iter()
