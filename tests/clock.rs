@@ -196,6 +196,8 @@ struct Store {
     /// The last answer for every payment, by id.
     payments: HashMap<String, Value>,
     txn: u32,
+    /// When (real time) the scenario's jump happened.
+    jumped: Option<std::time::Instant>,
 }
 
 impl Store {
@@ -223,6 +225,7 @@ impl Store {
             sales: HashMap::new(),
             payments: HashMap::new(),
             txn: 0,
+            jumped: None,
         };
         s.start();
         Some(s)
@@ -626,6 +629,7 @@ async fn around_a_jump(test: &str, jump: Jump) -> Option<(Store, Value)> {
             s.clock.set_wall(last - chrono::Duration::seconds(30));
         }
     }
+    s.jumped = Some(std::time::Instant::now());
 
     s.sale().await;
     let pending_id = pending["id"].as_str().unwrap().to_string();
@@ -865,4 +869,94 @@ async fn a_forward_after_the_clock_went_back_before_the_payment_looks_for_an_ear
     );
     let (_, done) = s.get(&format!("/v1/payments/{id}"), R1_TOKEN).await;
     assert_eq!(done["status"], "captured", "{done}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs libfaketime: bash .ci/clock.sh"]
+async fn a_clock_3_days_ahead_closes_no_day_until_an_upstream_confirms_it_then_reports_each_once() {
+    let Some(mut s) = Store::open("eod_after_3_days", midday(), "", "").await else {
+        return;
+    };
+    s.online().await;
+    s.sale().await;
+    s.sale().await;
+    let db = s.db();
+    let syncs = || {
+        rows(
+            &db,
+            "SELECT business_date || ' ' || trigger FROM eod_syncs ORDER BY id",
+        )
+    };
+
+    // Nothing but the wall clock says three days passed: no business date is closed.
+    s.clock.jump(chrono::Duration::days(3));
+    tokio::time::sleep(Duration::from_secs(6)).await; // the schedule looks every 5 s
+    assert_eq!(
+        syncs(),
+        Vec::<String>::new(),
+        "reported on the wall clock's word alone"
+    );
+
+    // The back office's clock agrees with the new wall clock: the three dates that closed
+    // are reported, each once.
+    s.backoffice.set_date_offset(Some(s.clock.offset_s));
+    eventually(Duration::from_secs(15), "three dates reported", || async {
+        (syncs().len() == 3).then_some(())
+    })
+    .await;
+    assert_eq!(
+        syncs(),
+        [
+            "2031-06-10 schedule",
+            "2031-06-11 schedule",
+            "2031-06-12 schedule"
+        ]
+    );
+    s.drained().await;
+
+    // Back three days (the back office agreeing again): nothing is reported again.
+    s.clock.jump(chrono::Duration::days(-3));
+    s.backoffice.set_date_offset(Some(s.clock.offset_s));
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert_eq!(syncs().len(), 3, "{:?}", syncs());
+    let reports: Vec<String> = s
+        .backoffice
+        .accepted_keys()
+        .into_iter()
+        .filter(|k| k.starts_with("naxml-movement:"))
+        .collect();
+    let distinct: HashSet<&String> = reports.iter().collect();
+    assert_eq!(distinct.len(), 12, "four reports per date: {reports:?}");
+    s.check();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs libfaketime: bash .ci/clock.sh"]
+async fn a_clock_3_days_ahead_expires_nothing_approves_nothing_outside_the_window_and_closes_no_day_early(
+) {
+    let Some((s, approval)) = around_a_jump("clock_ahead_3d", Jump::Ahead3Days).await else {
+        return;
+    };
+    // The wall clock says the payment waited past the 72 h window: deny, never allow.
+    assert_eq!(
+        (
+            approval["status"].as_str(),
+            approval["decline_code"].as_str()
+        ),
+        (Some("refused_offline"), Some("outside_offline_window")),
+        "{approval}"
+    );
+    s.check();
+    // The end-of-day schedule looks every 5 s: give it a look after the jump.
+    let since = s.jumped.unwrap().elapsed();
+    tokio::time::sleep(Duration::from_secs(6).saturating_sub(since)).await;
+    assert_eq!(
+        count(&s.db(), "SELECT count(*) FROM eod_syncs"),
+        0,
+        "a business date was reported closed on the wall clock alone: {:?}",
+        rows(
+            &s.db(),
+            "SELECT business_date || ' ' || trigger FROM eod_syncs"
+        )
+    );
 }

@@ -13,7 +13,10 @@
 //!   re-sends the same bytes;
 //! - journal documents waiting in a batch are queued first, so the back office has a day's
 //!   sales before its summaries;
-//! - catch-up looks back at most [`MAX_CATCH_UP_DAYS`] dates, from the first sale's date.
+//! - catch-up looks back at most [`MAX_CATCH_UP_DAYS`] dates, from the first sale's date;
+//! - a date closes on the earlier clock reading ([`crate::clock`]): a wall clock stepped ahead
+//!   reports nothing until an upstream's `Date` confirms it (or a restart trusts it), and one
+//!   stepped back re-reports nothing (`eod_syncs`).
 
 use super::batch::{self, Batching};
 use super::totals;
@@ -68,8 +71,13 @@ impl Schedule {
         }
     }
 
+    /// Now, local: the earlier clock reading, so a wall clock stepped ahead closes no
+    /// business date early (a report sent cannot be taken back; one sent late still goes).
     pub fn now_local(&self) -> NaiveDateTime {
-        Utc::now().with_timezone(&self.timezone).naive_local()
+        crate::clock::now()
+            .earlier()
+            .with_timezone(&self.timezone)
+            .naive_local()
     }
 
     /// Today's business date at `now` (local).
