@@ -564,7 +564,6 @@ fn rows2(db: &Path, sql: &str) -> Vec<(String, String)> {
 
 /// The jumps of the issue.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[allow(dead_code)] // each scenario arrives with the fix it checks
 enum Jump {
     /// −1 h.
     BackAnHour,
@@ -631,7 +630,11 @@ async fn around_a_jump(test: &str, jump: Jump) -> Option<(Store, Value)> {
     }
     s.jumped = Some(std::time::Instant::now());
 
-    s.sale().await;
+    let receipt = s.sale().await;
+    if jump == Jump::BeforeTheLastSale {
+        // The wall clock reads the 10th again, whose reports went: the sale is the 11th's.
+        assert_eq!(receipt["business_date"], "2031-06-11", "{receipt}");
+    }
     let pending_id = pending["id"].as_str().unwrap().to_string();
     let (status, approval) = s.approve(&pending_id).await;
     assert_eq!(status, 200, "approve: {approval}");
@@ -959,4 +962,16 @@ async fn a_clock_3_days_ahead_expires_nothing_approves_nothing_outside_the_windo
             "SELECT business_date || ' ' || trigger FROM eod_syncs"
         )
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs libfaketime: bash .ci/clock.sh"]
+async fn a_clock_set_back_before_the_last_sale_loses_repeats_and_overspends_nothing() {
+    let Some((s, approval)) =
+        around_a_jump("clock_back_before_last_sale", Jump::BeforeTheLastSale).await
+    else {
+        return;
+    };
+    assert_eq!(approval["status"], "approved_offline", "{approval}");
+    s.check();
 }

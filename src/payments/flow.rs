@@ -271,6 +271,8 @@ impl Payments {
                     return Ok(First::Existing(p));
                 }
                 let stamp = business_day::rfc3339(now);
+                // A wall clock set back must not date it into a day already reported.
+                let business_date = crate::conexxus::eod::open_date(tx, &business_date)?;
                 let (status, mode) = match (req.method.as_str(), online) {
                     ("cash", _) => ("recorded", "offline"),
                     (_, true) => ("authorizing", "online"),
