@@ -975,3 +975,40 @@ async fn a_clock_set_back_before_the_last_sale_loses_repeats_and_overspends_noth
     assert_eq!(approval["status"], "approved_offline", "{approval}");
     s.check();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs libfaketime: bash .ci/clock.sh"]
+async fn a_clock_set_back_does_not_hold_a_partial_journal_batch_back() {
+    let Some(mut s) = Store::open(
+        "batch_after_clock_back",
+        midday(),
+        "",
+        "events_per_document = 5\nbatch_max_wait = \"2s\"",
+    )
+    .await
+    else {
+        return;
+    };
+    s.online().await;
+    s.sale().await;
+    s.sale().await;
+    // Two sales of five: the document goes once the older has waited 2 s, on any clock.
+    s.clock.jump(chrono::Duration::hours(-1));
+    let started = std::time::Instant::now();
+    eventually(
+        Duration::from_secs(8),
+        "the partial journal document",
+        || async {
+            s.backoffice
+                .accepted_keys()
+                .contains(&"naxml-journal:1-2".to_string())
+                .then_some(())
+        },
+    )
+    .await;
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "held {:?}",
+        started.elapsed()
+    );
+}

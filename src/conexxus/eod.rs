@@ -390,7 +390,8 @@ impl EndOfDay {
         let n = self
             .writer
             .write(move |tx| {
-                let now = business_day::rfc3339(Utc::now());
+                // The later reading: a wall clock set back must not hold a batch back.
+                let now = business_day::rfc3339(crate::clock::now().later());
                 Ok::<_, StoreError>(batch::gather(tx, b, &now, false)?)
             })
             .await?;
