@@ -135,7 +135,13 @@ fn midday() -> DateTime<Utc> {
 const PAYMENT: i64 = 1_000;
 const DAILY_TOTAL: i64 = 5_000;
 
-fn config(stripe: &str, backoffice: &str, offline_extra: &str, conexxus_extra: &str) -> String {
+fn config(
+    stripe: &str,
+    backoffice: &str,
+    offline_extra: &str,
+    conexxus_extra: &str,
+    backup: &str,
+) -> String {
     let outstanding = if offline_extra.contains("max_outstanding_total") {
         ""
     } else {
@@ -176,7 +182,7 @@ eod_sync_time = "00:00"
 {conexxus_extra}
 
 [backup]
-enabled = false
+{backup}
 {managers}"#,
         managers = managers_toml()
     )
@@ -203,6 +209,17 @@ struct Store {
 impl Store {
     /// Starts a store whose clock reads `wall`; `None` when the test is skipped.
     async fn open(test: &str, wall: DateTime<Utc>, offline: &str, conexxus: &str) -> Option<Store> {
+        Store::open_with(test, wall, offline, conexxus, "enabled = false").await
+    }
+
+    /// [`Store::open`] with these `[backup]` keys.
+    async fn open_with(
+        test: &str,
+        wall: DateTime<Utc>,
+        offline: &str,
+        conexxus: &str,
+        backup: &str,
+    ) -> Option<Store> {
         let lib = faketime_or_skip(test)?;
         let dir = tempfile::tempdir().unwrap();
         let clock = FakeClock::at(dir.path(), lib, wall);
@@ -213,6 +230,7 @@ impl Store {
             &backoffice.url("/naxml"),
             offline,
             conexxus,
+            backup,
         );
         let mut s = Store {
             dir,
@@ -1011,4 +1029,50 @@ async fn a_clock_set_back_does_not_hold_a_partial_journal_batch_back() {
         "held {:?}",
         started.elapsed()
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs libfaketime: bash .ci/clock.sh"]
+async fn a_backup_taken_after_the_clock_went_back_is_kept_not_pruned_as_the_oldest() {
+    let Some(mut s) = Store::open_with(
+        "backup_after_clock_back",
+        midday(),
+        "",
+        "",
+        "enabled = true\ninterval = \"24h\"\nkeep = 2",
+    )
+    .await
+    else {
+        return;
+    };
+    s.sale().await;
+    let backup = |s: &Store| {
+        let s = s
+            .http
+            .post(s.url("/admin/backup"))
+            .bearer_auth(ADMIN_TOKEN)
+            .send();
+        async move { split(s.await.unwrap()).await }
+    };
+    for _ in 0..2 {
+        let (status, b) = backup(&s).await;
+        assert_eq!(status, 200, "{b}");
+    }
+    s.clock.jump(chrono::Duration::days(-1));
+    s.sale().await;
+    let (status, b) = backup(&s).await;
+    assert_eq!(status, 200, "{b}");
+    let newest = b["file"].as_str().unwrap().to_string();
+    let dir = s.dir.path().join("backups");
+    let files: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".db") && !n.contains("pre-migration"))
+        .collect();
+    assert!(
+        files.contains(&newest),
+        "the backup just taken ({newest}, the only one with the last sale) was pruned: {files:?}"
+    );
+    assert_eq!(files.len(), 2, "keep = 2: {files:?}");
 }
