@@ -261,7 +261,6 @@ impl Store {
     }
 
     /// SIGTERM, then start again over the same database (under the same fake clock).
-    #[allow(dead_code)]
     fn restart(&mut self) {
         let d = self.daemon.take().unwrap();
         assert_eq!(tokio::task::block_in_place(|| d.terminate()), Some(0));
@@ -1075,4 +1074,45 @@ async fn a_backup_taken_after_the_clock_went_back_is_kept_not_pruned_as_the_olde
         "the backup just taken ({newest}, the only one with the last sale) was pruned: {files:?}"
     );
     assert_eq!(files.len(), 2, "keep = 2: {files:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs libfaketime: bash .ci/clock.sh"]
+async fn a_restart_under_a_clock_3_days_ahead_catches_up_each_closed_day_once_and_never_again() {
+    let Some(mut s) = Store::open("eod_restart_after_3_days", midday(), "", "").await else {
+        return;
+    };
+    s.online().await;
+    s.sale().await;
+    let db = s.db();
+    let syncs = || {
+        rows(
+            &db,
+            "SELECT business_date || ' ' || trigger FROM eod_syncs ORDER BY id",
+        )
+    };
+    s.clock.jump(chrono::Duration::days(3));
+    // A restart has nothing but the wall clock to go by: it trusts it and catches up.
+    s.restart();
+    eventually(Duration::from_secs(15), "three dates caught up", || async {
+        (syncs().len() == 3).then_some(())
+    })
+    .await;
+    assert_eq!(
+        syncs(),
+        [
+            "2031-06-10 catch_up",
+            "2031-06-11 catch_up",
+            "2031-06-12 catch_up"
+        ]
+    );
+    // Set back three days: nothing is reported again, and a new sale goes on the first day
+    // not reported.
+    s.clock.jump(chrono::Duration::days(-3));
+    let receipt = s.sale().await;
+    assert_eq!(receipt["business_date"], "2031-06-13", "{receipt}");
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert_eq!(syncs().len(), 3, "{:?}", syncs());
+    s.drained().await;
+    s.check();
 }
