@@ -15,7 +15,7 @@
 //! set, when they fail.
 
 use crate::fake_stripe::{FakeStripe, StripeFault};
-use crate::fake_upstream::FakeUpstream;
+use crate::fake_upstream::{FakeUpstream, Fault};
 use crate::util::*;
 use chrono::{DateTime, TimeZone, Utc};
 use serde_json::{json, Value};
@@ -1115,4 +1115,83 @@ async fn a_restart_under_a_clock_3_days_ahead_catches_up_each_closed_day_once_an
     assert_eq!(syncs().len(), 3, "{:?}", syncs());
     s.drained().await;
     s.check();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs libfaketime: bash .ci/clock.sh"]
+async fn a_retry_waits_its_backoff_on_the_monotonic_clock_neither_fired_nor_starved_by_a_step() {
+    let Some(mut s) = Store::open("retry_backoff", midday(), "", "").await else {
+        return;
+    };
+    s.online().await;
+    // The first delivery is told to come back in 4 s.
+    s.backoffice.script([Fault::RetryAfter(503, 4)]);
+    let sale = s.sale().await;
+    let key = format!("naxml-sale:{}", sale["id"].as_str().unwrap());
+    let posts = |s: &Store| {
+        s.backoffice
+            .posts()
+            .into_iter()
+            .filter(|r| r.key.as_deref() == Some(key.as_str()))
+            .map(|r| r.at)
+            .collect::<Vec<_>>()
+    };
+    eventually(Duration::from_secs(5), "the first delivery", || async {
+        (!posts(&s).is_empty()).then_some(())
+    })
+    .await;
+    // A day ahead: the retry is not due yet for all that.
+    s.clock.jump(chrono::Duration::hours(25));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(posts(&s).len(), 1, "a step ahead fired the retry early");
+    // An hour behind where it started: the retry still comes when its 4 s are up.
+    s.clock.jump(chrono::Duration::hours(-26));
+    eventually(Duration::from_secs(6), "the retry", || async {
+        (posts(&s).len() == 2).then_some(())
+    })
+    .await;
+    let at = posts(&s);
+    let waited = at[1] - at[0];
+    assert!(
+        waited >= Duration::from_millis(3_900) && waited < Duration::from_secs(6),
+        "retried after {waited:?}"
+    );
+    s.drained().await;
+    s.check();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs libfaketime: bash .ci/clock.sh"]
+async fn a_manager_locked_out_stays_locked_out_when_the_clock_jumps_ahead() {
+    let Some(mut s) = Store::open("lockout", midday(), "", "").await else {
+        return;
+    };
+    s.online().await;
+    s.outage().await;
+    let p = s.card(1_600).await;
+    let id = p["id"].as_str().unwrap().to_string();
+    for _ in 0..5 {
+        let (status, body) = s
+            .post(
+                &format!("/v1/payments/{id}/approve"),
+                R1_TOKEN,
+                &json!({"manager_id": "M2", "pin": "0000"}),
+            )
+            .await;
+        assert_eq!(status, 403, "{body}");
+    }
+    // The five-minute lock-out is on the monotonic clock: a day ahead does not lift it.
+    s.clock.jump(chrono::Duration::days(1));
+    let (status, body) = s
+        .post(
+            &format!("/v1/payments/{id}/approve"),
+            R1_TOKEN,
+            &json!({"manager_id": "M2", "pin": "1357"}),
+        )
+        .await;
+    assert_eq!(
+        (status, error_code(&body)),
+        (403, "manager_locked_out"),
+        "{body}"
+    );
 }
