@@ -29,7 +29,15 @@ use tempfile::TempDir;
 /// The preload library: `$POSEDGE_LIBFAKETIME`, or where Debian's `libfaketime` puts it.
 fn libfaketime() -> Option<PathBuf> {
     if let Some(p) = std::env::var_os("POSEDGE_LIBFAKETIME") {
-        return Some(PathBuf::from(p));
+        let p = PathBuf::from(p);
+        // A missing preload library is only a warning to ld.so: the daemon would run
+        // unfaked and every "jump" would be no jump at all.
+        assert!(
+            p.is_file(),
+            "POSEDGE_LIBFAKETIME={} is not a file",
+            p.display()
+        );
+        return Some(p);
     }
     let mut dirs = vec![
         PathBuf::from("/usr/lib/faketime"),
