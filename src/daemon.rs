@@ -66,6 +66,9 @@ impl Daemon {
     /// Opens the database (running migrations after a snapshot) and loads TLS material.
     /// Blocking: call before the runtime is busy, or from `spawn_blocking`.
     pub fn open(config: Config) -> Result<Daemon, StartError> {
+        // The wall clock is trusted as it reads at start-up; steps after this are judged
+        // against the monotonic clock.
+        crate::clock::sense();
         let metrics = Arc::new(Metrics::new());
         metrics
             .up_since_seconds
@@ -422,11 +425,13 @@ async fn end_of_day(state: AppState) {
     }
 }
 
-/// Offline approvals not accepted by Stripe within `offline_window` become `expired`.
+/// Offline approvals not accepted by Stripe within `offline_window` become `expired`. The
+/// window is measured on the earlier clock reading: a wall clock stepped ahead neither gives
+/// up charges Stripe would take nor frees their outstanding headroom for more approvals.
 async fn expire_payments(state: &AppState) {
     let window = chrono::Duration::from_std(state.config.offline_payments.offline_window.0)
         .unwrap_or(chrono::Duration::days(3));
-    let cutoff = crate::business_day::rfc3339(chrono::Utc::now() - window);
+    let cutoff = crate::business_day::rfc3339(crate::clock::now().earlier() - window);
     let network = state.probe.snapshot().summary();
     let expired = state
         .writer

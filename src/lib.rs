@@ -11,6 +11,7 @@
 //! | [`pan`] | card-number detection: a Luhn-valid 13–19 digit run is never accepted |
 //! | [`credentials`] | token SHA-256 and manager PIN argon2id hashing and checking |
 //! | [`business_day`] | business date in the store's time zone; UTC timestamps |
+//! | [`clock`] | the wall clock checked against the monotonic clock: which reading to take after a step |
 //! | [`store`] | connections, PRAGMAs, migrations, the group-commit writer, read pool |
 //! | [`ledger`] | sales, lines, taxes, tenders: validation and append-only SQL |
 //! | [`outbox`] | upstream effects enqueued with their cause; the dispatcher that drains them |
@@ -40,6 +41,7 @@ pub mod audit;
 pub mod backup;
 pub mod business_day;
 pub mod cli;
+pub mod clock;
 pub mod conexxus;
 pub mod config;
 pub mod credentials;

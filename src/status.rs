@@ -226,6 +226,15 @@ pub fn render(doc: &Value) -> String {
     } else {
         line("daemon      NOT RUNNING (figures below read from the database)".into());
     }
+    let c = &doc["clock"];
+    if c["stepped"] == true {
+        line(format!(
+            "clock       the wall clock ({}) stepped {} s from the monotonic clock ({}): limits, expiry and end of day take the reading that does less",
+            c["wall"].as_str().unwrap_or("?"),
+            c["skew_s"],
+            c["monotonic"].as_str().unwrap_or("?")
+        ));
+    }
     let net = &doc["network"];
     if net.is_object() {
         line(format!(

@@ -50,6 +50,9 @@ struct State {
     probe_count: usize,
     ledger: Vec<Received>,
     latency: Duration,
+    /// Seconds added to the real time in the `Date` header of every answer, when set (a
+    /// back office whose clock agrees with a daemon under libfaketime).
+    date_offset_s: Option<i64>,
 }
 
 pub struct FakeUpstream {
@@ -110,6 +113,11 @@ impl FakeUpstream {
         self.state.lock().unwrap().latency = latency;
     }
 
+    /// Answers carry `Date: <real time + offset_s>` (`None`: hyper's own, the real time).
+    pub fn set_date_offset(&self, offset_s: Option<i64>) {
+        self.state.lock().unwrap().date_offset_s = offset_s;
+    }
+
     pub fn ledger(&self) -> Vec<Received> {
         self.state.lock().unwrap().ledger.clone()
     }
@@ -152,7 +160,7 @@ async fn handle(
         .await
         .map(|b| b.to_bytes())
         .unwrap_or_default();
-    let (fault, latency) = {
+    let (fault, latency, date_offset_s) = {
         let mut s = state.lock().unwrap();
         let fault = if method == "POST" {
             s.script.pop_front().or_else(|| s.default.clone())
@@ -163,7 +171,11 @@ async fn handle(
             s.probe_count += 1;
             Some(f)
         };
-        (fault.unwrap_or(Fault::Status(200)), s.latency)
+        (
+            fault.unwrap_or(Fault::Status(200)),
+            s.latency,
+            s.date_offset_s,
+        )
     };
     if !latency.is_zero() {
         tokio::time::sleep(latency).await;
@@ -182,8 +194,8 @@ async fn handle(
         at: Instant::now(),
         answered,
     });
-    match fault {
-        Fault::Reset => Err(std::io::Error::other("scripted reset")),
+    let answer = match fault {
+        Fault::Reset => return Err(std::io::Error::other("scripted reset")),
         Fault::Stall(d) => {
             tokio::time::sleep(d).await;
             Ok(Response::new(Full::new(Bytes::from_static(b"ok"))))
@@ -197,5 +209,15 @@ async fn handle(
             .header("retry-after", secs.to_string())
             .body(Full::new(Bytes::from_static(b"slow down")))
             .unwrap()),
-    }
+    };
+    answer.map(|mut r| {
+        if let Some(offset) = date_offset_s {
+            // hyper only adds its own `Date` when the answer has none.
+            let at = chrono::Utc::now() + chrono::Duration::seconds(offset);
+            let value = at.format("%a, %d %b %Y %H:%M:%S GMT").to_string();
+            r.headers_mut()
+                .insert(hyper::header::DATE, value.parse().unwrap());
+        }
+        r
+    })
 }

@@ -10,6 +10,7 @@ mod fake_upstream;
 
 mod backup;
 mod cli;
+mod clock;
 mod conexxus;
 mod config_errors;
 mod crash;

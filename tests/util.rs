@@ -242,7 +242,7 @@ pub fn posedge_bin() -> &'static str {
 impl BinaryDaemon {
     /// Writes `dir/config.toml` (fresh port) and starts `posedge serve`, waiting for /healthz.
     pub fn start(dir: &Path, extra_toml: &str) -> BinaryDaemon {
-        BinaryDaemon::start_with_db(dir, dir, "", extra_toml)
+        BinaryDaemon::launch(dir, dir, "", extra_toml, &[])
     }
 
     /// Like [`BinaryDaemon::start`] with the database (and what lives beside it) in `db_dir`;
@@ -252,6 +252,22 @@ impl BinaryDaemon {
         db_dir: &Path,
         database_extra: &str,
         extra_toml: &str,
+    ) -> BinaryDaemon {
+        BinaryDaemon::launch(dir, db_dir, database_extra, extra_toml, &[])
+    }
+
+    /// [`BinaryDaemon::start`] with these variables added to the daemon's environment
+    /// (e.g. `LD_PRELOAD` of libfaketime).
+    pub fn start_with_env(dir: &Path, extra_toml: &str, env: &[(String, String)]) -> BinaryDaemon {
+        BinaryDaemon::launch(dir, dir, "", extra_toml, env)
+    }
+
+    fn launch(
+        dir: &Path,
+        db_dir: &Path,
+        database_extra: &str,
+        extra_toml: &str,
+        env: &[(String, String)],
     ) -> BinaryDaemon {
         let port = free_port();
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
@@ -267,6 +283,7 @@ impl BinaryDaemon {
             .arg(&config)
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .spawn()
             .unwrap();
         let mut d = BinaryDaemon { child, addr, log };

@@ -30,6 +30,13 @@ pub async fn status(
         "started_at": crate::business_day::rfc3339(state.started_at),
         "writer": if writer_ok { "ok" } else { "not accepting work" },
     });
+    let time = crate::clock::now();
+    doc["clock"] = json!({
+        "wall": crate::business_day::rfc3339(time.wall),
+        "monotonic": crate::business_day::rfc3339(time.monotonic),
+        "skew_s": time.skew().num_seconds(),
+        "stepped": time.stepped(),
+    });
     doc["network"] = state.probe.snapshot().to_json();
     doc["alerts"] = json!(state.alerts.active());
     doc["storage"] = json!(state.space.report());

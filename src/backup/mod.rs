@@ -213,13 +213,22 @@ pub fn list(dir: &Path, stem: &str) -> Result<Vec<Listed>, StoreError> {
     Ok(found)
 }
 
-/// Removes scheduled backups beyond the newest `keep`; returns the removed names.
-pub fn prune(dir: &Path, stem: &str, keep: usize) -> Result<Vec<String>, StoreError> {
+/// Removes scheduled backups beyond the newest `keep`; returns the removed names. `just_taken`
+/// is one of the `keep` whatever its name says: names carry the wall clock, and a backup
+/// taken after the clock was set back is named older than the ones before it although it
+/// holds the newest data.
+pub fn prune(
+    dir: &Path,
+    stem: &str,
+    keep: usize,
+    just_taken: Option<&str>,
+) -> Result<Vec<String>, StoreError> {
     let mut removed = Vec::new();
+    let keep_others = keep.saturating_sub(usize::from(just_taken.is_some()));
     for old in list(dir, stem)?
         .into_iter()
-        .filter(|l| l.origin == Origin::Backup)
-        .skip(keep)
+        .filter(|l| l.origin == Origin::Backup && Some(l.file.as_str()) != just_taken)
+        .skip(keep_others)
     {
         match std::fs::remove_file(&old.path) {
             Ok(()) => removed.push(old.file),
@@ -238,7 +247,7 @@ pub fn prune(dir: &Path, stem: &str, keep: usize) -> Result<Vec<String>, StoreEr
 pub fn take(conn: &Connection, plan: &Plan, at: DateTime<Utc>) -> Result<Taken, StoreError> {
     let file = file_name(&plan.stem, at);
     let written = snapshot::write(conn, &plan.directory.join(&file))?;
-    let pruned = prune(&plan.directory, &plan.stem, plan.keep)?;
+    let pruned = prune(&plan.directory, &plan.stem, plan.keep, Some(&file))?;
     Ok(Taken {
         file,
         bytes: written.bytes,
@@ -460,13 +469,40 @@ mod tests {
         for other in [pre.as_str(), "notes.txt", "posedge.db"] {
             std::fs::write(dir.path().join(other), b"x").unwrap();
         }
-        let removed = prune(dir.path(), "posedge", 2).unwrap();
+        let removed = prune(dir.path(), "posedge", 2, None).unwrap();
         assert_eq!(removed.len(), 2);
         let left = list(dir.path(), "posedge").unwrap();
         assert_eq!(left.len(), 3, "{left:?}");
         assert!(dir.path().join("notes.txt").exists() && dir.path().join(&pre).exists());
         assert!(removed.iter().all(|r| !left.iter().any(|l| &l.file == r)));
         assert!(left[0].at > left[1].at);
+    }
+
+    #[test]
+    fn the_backup_just_taken_is_kept_even_when_its_name_says_it_is_the_oldest() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = Utc::now();
+        for i in 0..3 {
+            let at = base + chrono::Duration::seconds(i);
+            std::fs::write(dir.path().join(file_name("posedge", at)), b"x").unwrap();
+        }
+        // Taken after the wall clock was set back a day.
+        let new = file_name("posedge", base - chrono::Duration::days(1));
+        std::fs::write(dir.path().join(&new), b"x").unwrap();
+        let removed = prune(dir.path(), "posedge", 2, Some(&new)).unwrap();
+        let left: Vec<String> = list(dir.path(), "posedge")
+            .unwrap()
+            .into_iter()
+            .map(|l| l.file)
+            .collect();
+        assert_eq!(removed.len(), 2, "{removed:?}");
+        assert_eq!(
+            left,
+            [
+                file_name("posedge", base + chrono::Duration::seconds(2)),
+                new
+            ]
+        );
     }
 
     #[test]

@@ -7,6 +7,9 @@
 //!   the same transaction as the outbox row of the document that holds the sales;
 //! - a document's content is fixed when it is queued (its payload lists its sale ids), so a
 //!   re-send after a retry has the same events;
+//! - a partial document goes once its oldest sale waited `max_wait` on the later clock
+//!   reading, or at once if the wall clock reads before that sale: a clock set back never
+//!   holds sales back (invariant 9);
 //! - switching between one document per sale and batches loses and repeats nothing:
 //!   [`init`] runs at start-up, before any sale is recorded under the new setting.
 
@@ -87,7 +90,10 @@ pub fn gather(
             .map(|t| t.timestamp_millis())
             .unwrap_or(0);
         let full = rows.len() as i64 == size;
-        if !(full || force || now_ms.saturating_sub(oldest_ms) >= b.max_wait_ms) {
+        // A sale stamped after `now` means the wall clock went back since: how long it has
+        // waited is unknown, so it waited long enough (never held back by a clock).
+        let waited = now_ms.saturating_sub(oldest_ms);
+        if !(full || force || waited >= b.max_wait_ms || waited < 0) {
             break;
         }
         let last = rows.last().map(|r| r.0).unwrap_or(after);
@@ -108,4 +114,50 @@ pub fn gather(
         queued += 1;
     }
     Ok(queued)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ledger::{self, request::SaleRequest, SaleContext};
+
+    #[test]
+    fn a_sale_stamped_after_now_is_sent_at_once_not_held_until_the_clock_catches_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("b.db");
+        let mut conn = crate::store::open_rw(&path).unwrap();
+        crate::store::migrate::run(&mut conn, &path, dir.path()).unwrap();
+        let b = Batching {
+            events_per_document: 5,
+            max_wait_ms: 60_000,
+            priority: 8,
+        };
+        let tx = conn.transaction().unwrap();
+        init(&tx, b, "2031-06-10T12:00:00.000Z").unwrap();
+        let sale: SaleRequest = serde_json::from_value(serde_json::json!({
+            "client_txn_id": "T-1", "register_id": "R1", "cashier_id": "E7", "currency": "USD",
+            "lines": [{"sku": "1", "description": "Cola", "quantity": 1, "unit_price": 199, "amount": 199}],
+            "tenders": [{"method": "cash", "amount": 199}], "total": 199
+        }))
+        .unwrap();
+        let ctx = SaleContext {
+            fingerprint: ledger::request_fingerprint(&sale),
+            location_id: "loc".into(),
+            business_date: "2031-06-10".into(),
+            created_at: "2031-06-10T12:00:00.000Z".into(),
+            sync_priority: 8,
+            journal_per_sale: false,
+        };
+        ledger::record(&tx, &sale, &ctx).unwrap();
+        // 30 s later: one of five, waited less than a minute: held.
+        assert_eq!(
+            gather(&tx, b, "2031-06-10T12:00:30.000Z", false).unwrap(),
+            0
+        );
+        // The wall clock set back an hour: the sale's wait is unknown; it goes.
+        assert_eq!(
+            gather(&tx, b, "2031-06-10T11:00:30.000Z", false).unwrap(),
+            1
+        );
+    }
 }

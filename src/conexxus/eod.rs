@@ -13,7 +13,11 @@
 //!   re-sends the same bytes;
 //! - journal documents waiting in a batch are queued first, so the back office has a day's
 //!   sales before its summaries;
-//! - catch-up looks back at most [`MAX_CATCH_UP_DAYS`] dates, from the first sale's date.
+//! - catch-up looks back at most [`MAX_CATCH_UP_DAYS`] dates, from the first sale's date;
+//! - a date closes on the earlier clock reading ([`crate::clock`]): a wall clock stepped ahead
+//!   reports nothing until an upstream's `Date` confirms it (or a restart trusts it), and one
+//!   stepped back re-reports nothing (`eod_syncs`), nor dates a new sale or payment into a
+//!   reported day ([`open_date`]).
 
 use super::batch::{self, Batching};
 use super::totals;
@@ -68,8 +72,13 @@ impl Schedule {
         }
     }
 
+    /// Now, local: the earlier clock reading, so a wall clock stepped ahead closes no
+    /// business date early (a report sent cannot be taken back; one sent late still goes).
     pub fn now_local(&self) -> NaiveDateTime {
-        Utc::now().with_timezone(&self.timezone).naive_local()
+        crate::clock::now()
+            .earlier()
+            .with_timezone(&self.timezone)
+            .naive_local()
     }
 
     /// Today's business date at `now` (local).
@@ -99,6 +108,20 @@ impl Schedule {
         }
         d
     }
+}
+
+/// The business date a new sale or payment is recorded under: `date` (the wall clock's), or
+/// the day after the last date automatically reported, whichever is later. A wall clock set
+/// back never dates a record into a day whose movement reports already went (they would never
+/// count it). Reads one index entry; call inside the writer transaction that records.
+pub fn open_date(conn: &rusqlite::Connection, date: &str) -> rusqlite::Result<String> {
+    let reported: Option<String> = conn
+        .prepare_cached("SELECT max(business_date) FROM eod_syncs WHERE trigger != 'manual'")?
+        .query_row([], |r| r.get(0))?;
+    Ok(match reported.and_then(|d| d.parse::<NaiveDate>().ok()) {
+        Some(last) if last.to_string().as_str() >= date => (last + Duration::days(1)).to_string(),
+        _ => date.to_string(),
+    })
 }
 
 /// One queued document.
@@ -367,7 +390,8 @@ impl EndOfDay {
         let n = self
             .writer
             .write(move |tx| {
-                let now = business_day::rfc3339(Utc::now());
+                // The later reading: a wall clock set back must not hold a batch back.
+                let now = business_day::rfc3339(crate::clock::now().later());
                 Ok::<_, StoreError>(batch::gather(tx, b, &now, false)?)
             })
             .await?;
@@ -423,6 +447,28 @@ mod tests {
             day_close: t(close),
             eod_sync_time: t(sync),
         }
+    }
+
+    #[test]
+    fn nothing_is_dated_into_a_day_already_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("e.db");
+        let mut conn = crate::store::open_rw(&path).unwrap();
+        crate::store::migrate::run(&mut conn, &path, dir.path()).unwrap();
+        assert_eq!(open_date(&conn, "2031-06-10").unwrap(), "2031-06-10");
+        for (date, trigger) in [("2031-06-10", "schedule"), ("2031-06-12", "manual")] {
+            conn.execute(
+                "INSERT INTO eod_syncs (business_date, trigger, created_at, outbox_ids)
+                 VALUES (?1, ?2, '2031-06-11T00:00:00.000Z', '[]')",
+                [date, trigger],
+            )
+            .unwrap();
+        }
+        // The wall clock set back into the reported 10th (or before): the 11th.
+        assert_eq!(open_date(&conn, "2031-06-10").unwrap(), "2031-06-11");
+        assert_eq!(open_date(&conn, "2031-06-01").unwrap(), "2031-06-11");
+        // A manual (partial) report does not close a date; later dates are untouched.
+        assert_eq!(open_date(&conn, "2031-06-12").unwrap(), "2031-06-12");
     }
 
     #[test]

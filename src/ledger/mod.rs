@@ -181,6 +181,8 @@ pub fn record(
         }
     }
     let id = format!("sale_{}", ulid::Ulid::new());
+    // A wall clock set back must not date the sale into a day already reported.
+    let business_date = crate::conexxus::eod::open_date(tx, &ctx.business_date)?;
     tx.prepare_cached(
         "INSERT INTO sales (id, location_id, register_id, client_txn_id, request_sha256,
                             cashier_id, currency, total, business_date, created_at, status,
@@ -196,7 +198,7 @@ pub fn record(
         sale.cashier_id,
         sale.currency,
         sale.total,
-        ctx.business_date,
+        business_date,
         ctx.created_at,
         sale.kind.as_str(),
         sale.original_sale_id,
@@ -250,7 +252,7 @@ pub fn record(
     Ok(Recorded::New(Receipt {
         id,
         client_txn_id: sale.client_txn_id.clone(),
-        business_date: ctx.business_date.clone(),
+        business_date,
         status: "recorded".into(),
     }))
 }

@@ -7,6 +7,11 @@
 //! forward are the same request to Stripe. A register that retries a payment still
 //! `authorizing` (the daemon restarted mid-attempt) resumes the online attempt under that key:
 //! if the first call landed, Stripe answers with its result instead of charging again.
+//!
+//! Manager approval. A payment that waited for a manager longer than `offline_window` is
+//! refused (`outside_offline_window`), its age taken on whichever clock says it is older:
+//! the wall clock, or the monotonic time since it began waiting. A wall clock stepped ahead
+//! cannot sneak an approval past the window, nor one stepped back make a payment look younger.
 
 use super::approval::{Approvals, Check};
 use super::policy::{self, Policy};
@@ -23,9 +28,9 @@ use crate::upstream::stripe::{Answer, IntentParams, Stripe};
 use chrono_tz::Tz;
 use serde_json::json;
 use sha2::{Digest, Sha256};
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// How long Stripe's search index may lag before a void looks for a charge.
 const VOID_DELAY_MS: i64 = 2 * 60 * 1000;
@@ -69,6 +74,11 @@ pub struct Payments {
     online_timeout: Duration,
     approvals: Arc<Approvals>,
     in_flight: Mutex<HashSet<String>>,
+    /// `offline_window`: a payment waiting longer for a manager is refused, not approved.
+    offline_window: chrono::Duration,
+    /// When (monotonic) each payment of this run began waiting for a manager: its age on
+    /// the monotonic clock, whatever the wall clock does meanwhile.
+    waiting: Mutex<HashMap<String, Instant>>,
 }
 
 /// An online outcome's update.
@@ -156,7 +166,44 @@ impl Payments {
                 .unwrap_or(Duration::from_secs(10)),
             approvals: Arc::new(Approvals::new(&config.managers)),
             in_flight: Mutex::new(HashSet::new()),
+            offline_window: chrono::Duration::from_std(config.offline_payments.offline_window.0)
+                .unwrap_or(chrono::Duration::MAX),
+            waiting: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Notes when `p` began waiting for a manager, if it did.
+    fn note_waiting(&self, p: &Payment) {
+        if p.status == "pending_approval" {
+            self.waiting
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .entry(p.id.clone())
+                .or_insert_with(Instant::now);
+        }
+    }
+
+    /// Whether `p` has waited longer than the offline window, on whichever reading says it
+    /// is older (fail closed): the wall clock's, and the monotonic clock's (since it began
+    /// waiting in this run; for one from before a restart, the later clock reading's).
+    fn outside_window(&self, p: &Payment) -> bool {
+        let Ok(created) = chrono::DateTime::parse_from_rfc3339(&p.created_at) else {
+            return true;
+        };
+        let created = created.with_timezone(&chrono::Utc);
+        let time = crate::clock::now();
+        let since = self
+            .waiting
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&p.id)
+            .map(|i| i.elapsed());
+        let age = match since {
+            Some(d) => (time.wall - created)
+                .max(chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)),
+            None => time.later() - created,
+        };
+        age > self.offline_window
     }
 
     fn context(&self, actor: String) -> Context {
@@ -166,8 +213,20 @@ impl Payments {
         }
     }
 
+    /// The business date the daily limit counts from: the earlier clock reading's, so a wall
+    /// clock stepped ahead shows no fresh limit.
     pub fn today(&self) -> String {
-        business_day::business_date(chrono::Utc::now(), self.timezone, self.day_close).to_string()
+        let earlier = crate::clock::now().earlier();
+        business_day::business_date(earlier, self.timezone, self.day_close).to_string()
+    }
+
+    /// When an offline decision is made now.
+    fn at(&self) -> super::At {
+        super::At::now(
+            self.dispatcher.now_ms() + VOID_DELAY_MS,
+            self.timezone,
+            self.day_close,
+        )
     }
 
     /// `(remaining_today, remaining_transaction)` for the register's banner.
@@ -199,7 +258,7 @@ impl Payments {
         let id = format!("pay_{}", ulid::Ulid::new());
         let ctx = self.context(req.cashier_id.clone());
         let (policy, location) = (self.policy.clone(), self.location_id.clone());
-        let void_due = self.dispatcher.now_ms() + VOID_DELAY_MS;
+        let at = self.at();
         let first = self
             .writer
             .write(move |tx| {
@@ -212,6 +271,8 @@ impl Payments {
                     return Ok(First::Existing(p));
                 }
                 let stamp = business_day::rfc3339(now);
+                // A wall clock set back must not date it into a day already reported.
+                let business_date = crate::conexxus::eod::open_date(tx, &business_date)?;
                 let (status, mode) = match (req.method.as_str(), online) {
                     ("cash", _) => ("recorded", "offline"),
                     (_, true) => ("authorizing", "online"),
@@ -247,12 +308,13 @@ impl Payments {
                     "stripe not configured"
                 };
                 Ok(First::Done(super::decide_offline(
-                    tx, &id, &policy, &ctx, reason, void_due,
+                    tx, &id, &policy, &ctx, reason, &at,
                 )?))
             })
             .await?;
         match first {
             First::Done(p) => {
+                self.note_waiting(&p);
                 if p.status == "approved_offline" {
                     self.dispatcher.wake(Upstream::Stripe);
                 }
@@ -308,7 +370,7 @@ impl Payments {
         }
         let ctx = self.context(p.cashier_id.clone());
         let policy = self.policy.clone();
-        let void_due = self.dispatcher.now_ms() + VOID_DELAY_MS;
+        let at = self.at();
         let id = p.id.clone();
         let recorded = self
             .writer
@@ -340,14 +402,13 @@ impl Payments {
                     )?,
                     Answer::Retry { error, .. } | Answer::Permanent { error } => {
                         let reason = format!("online attempt failed: {error}");
-                        return Ok(super::decide_offline(
-                            tx, &id, &policy, &ctx, &reason, void_due,
-                        )?);
+                        return Ok(super::decide_offline(tx, &id, &policy, &ctx, &reason, &at)?);
                     }
                 }
                 super::get(tx, &id)?.ok_or(FlowError::NotFound)
             })
             .await?;
+        self.note_waiting(&recorded);
         if matches!(
             recorded.status.as_str(),
             "approved_offline" | "forwarding" | "refused_offline"
@@ -424,7 +485,10 @@ impl Payments {
             network,
             actor: format!("manager:{manager_id}"),
         };
-        let void_due = self.dispatcher.now_ms() + VOID_DELAY_MS;
+        let at = super::At {
+            outside_window: approve && self.outside_window(&p),
+            ..self.at()
+        };
         let decided = self
             .writer
             .write(move |tx| {
@@ -433,7 +497,7 @@ impl Payments {
                     return Err(FlowError::NotPending(p.id, p.status));
                 }
                 if approve {
-                    return Ok(super::decide_offline(tx, &id, &relaxed, &ctx, "manager approval", void_due)?);
+                    return Ok(super::decide_offline(tx, &id, &relaxed, &ctx, "manager approval", &at)?);
                 }
                 super::update(
                     tx,
@@ -442,7 +506,7 @@ impl Payments {
                 )?;
                 let p = super::get(tx, &id)?.ok_or(FlowError::NotFound)?;
                 if p.online_attempted {
-                    super::enqueue_void(tx, &p, void_due)?;
+                    super::enqueue_void(tx, &p, at.void_due_ms)?;
                 }
                 audit::append(
                     tx,
@@ -457,6 +521,10 @@ impl Payments {
                 Ok(p)
             })
             .await?;
+        self.waiting
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&decided.id);
         self.dispatcher.wake(Upstream::Stripe);
         Ok(decided)
     }

@@ -3,9 +3,14 @@
 //!
 //! Forward. Re-sends the payment's create request with its own idempotency key and the very
 //! same parameters: if the online attempt (or an earlier forward) landed, Stripe answers with
-//! that PaymentIntent instead of charging again. Stripe prunes keys after 24 hours, so a
-//! payment first tried over 23 hours ago is looked up by its metadata before anything is
-//! re-sent. An unclear answer (5xx) is followed by the same lookup.
+//! that PaymentIntent instead of charging again. Stripe prunes keys after 24 hours, and the
+//! wall clock alone cannot tell a key's age (it may have been stepped back, or the box off
+//! for a day), so the payment is looked up by its metadata before anything is re-sent
+//! whenever something may already have reached Stripe (an online attempt, an earlier
+//! forward) or the key may be older than [`KEY_MEMORY`] on either clock reading, or the wall
+//! clock reads before the payment was taken. Without a search API, such a payment is parked
+//! for a technician rather than re-created under a key Stripe may have forgotten. An unclear
+//! answer (5xx) is followed by the same lookup.
 //!
 //! Void. Looks the payment up by metadata; refunds a charge, cancels an authorization, and
 //! otherwise concludes nothing landed once the search index has had time to catch up.
@@ -100,14 +105,29 @@ pub struct StripeForward {
     pub max_attempts: u32,
 }
 
+/// Whether Stripe may have forgotten `p`'s key: over [`KEY_MEMORY`] old on the later clock
+/// reading, or a wall clock reading before the payment was taken (stepped back: its age is
+/// unknown), or a stamp that cannot be read.
+fn key_may_be_forgotten(p: &Payment, time: &crate::clock::Reading) -> bool {
+    match chrono::DateTime::parse_from_rfc3339(&p.created_at) {
+        Ok(t) => {
+            let t = t.with_timezone(&chrono::Utc);
+            time.later() - t > KEY_MEMORY || time.wall < t || time.stepped()
+        }
+        Err(_) => true,
+    }
+}
+
+/// Whether an earlier request under `p`'s key may have reached Stripe: the online attempt,
+/// or a forward that failed (or was cut short) after sending.
+fn may_have_landed(p: &Payment, row: &Row) -> bool {
+    p.online_attempted || row.attempts > 0 || p.status == "forwarding"
+}
+
 impl StripeForward {
-    async fn attempt(&self, stripe: &Stripe, p: &Payment, slots: &Slots) -> Outcome {
-        let first_try = chrono::DateTime::parse_from_rfc3339(&p.created_at)
-            .map(|d| d.with_timezone(&chrono::Utc));
-        let old = first_try
-            .map(|t| chrono::Utc::now() - t > KEY_MEMORY)
-            .unwrap_or(true);
-        if old {
+    async fn attempt(&self, stripe: &Stripe, p: &Payment, row: &Row, slots: &Slots) -> Outcome {
+        let forgotten = key_may_be_forgotten(p, &crate::clock::now());
+        if forgotten || may_have_landed(p, row) {
             match call(slots, stripe.find_by_payment(&p.id, CALL_TIMEOUT)).await {
                 Ok(Some((_, found))) => {
                     if let Some(d) = final_detail(&found) {
@@ -121,10 +141,18 @@ impl StripeForward {
                     reachable,
                     in_progress,
                 }) => return retry_answer(error, retry_after, reachable, in_progress),
-                // No search API here (some regions, test fakes): re-send under the same key,
-                // which is all a lookup-less client can do.
+                // No search API here (some regions, test fakes): re-send under the same key
+                // while Stripe surely remembers it; otherwise a technician must look first.
+                Err(other) if forgotten => {
+                    return Outcome::Permanent {
+                        error: format!(
+                            "cannot look payment {} up at Stripe ({other:?}) and its key may be forgotten: find metadata posedge_payment_id={} in the Stripe dashboard before sending it again",
+                            p.id, p.id
+                        ),
+                    };
+                }
                 Err(other) => {
-                    tracing::warn!(payment_id = %p.id, answer = ?other, "cannot look the payment up before re-sending; re-sending under its key");
+                    tracing::warn!(payment_id = %p.id, answer = ?other, "cannot look the payment up before re-sending; re-sending under its key, which Stripe still remembers");
                 }
             }
         }
@@ -193,7 +221,7 @@ impl Kind for StripeForward {
                 {
                     Outcome::delivered()
                 }
-                Ok(p) => self.attempt(stripe, &p, slots).await,
+                Ok(p) => self.attempt(stripe, &p, row, slots).await,
                 Err(outcome) => outcome,
             }
         })
@@ -383,5 +411,71 @@ impl Kind for StripeVoid {
             .map(|_| ()),
             Outcome::Retry { .. } => Ok(()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::Reading;
+    use chrono::{Duration, TimeZone, Utc};
+
+    fn payment(created_at: &str) -> Payment {
+        Payment {
+            id: "pay_1".into(),
+            client_payment_id: "c".into(),
+            register_id: "R1".into(),
+            cashier_id: "E1".into(),
+            method: "card".into(),
+            status: "approved_offline".into(),
+            mode: "offline".into(),
+            amount: 100,
+            currency: "USD".into(),
+            decline_code: None,
+            message: None,
+            card: None,
+            business_date: "2031-06-10".into(),
+            created_at: created_at.into(),
+            updated_at: created_at.into(),
+            approved_by: None,
+            stripe_payment_intent: None,
+            location_id: "loc".into(),
+            payment_method: Some("pm_card_visa".into()),
+            idempotency_key: "posedge-pay_1".into(),
+            online_attempted: false,
+            request_sha256: "0".repeat(64),
+        }
+    }
+
+    #[test]
+    fn a_key_may_be_forgotten_when_either_clock_says_old_or_the_wall_clock_went_back() {
+        let t = Utc.with_ymd_and_hms(2031, 6, 10, 12, 0, 0).unwrap();
+        let p = payment("2031-06-10T12:00:00.000Z");
+        let at = |wall: Duration, monotonic: Duration| Reading {
+            wall: t + wall,
+            monotonic: t + monotonic,
+        };
+        assert!(!key_may_be_forgotten(
+            &p,
+            &Reading::exact(t + Duration::hours(1))
+        ));
+        assert!(key_may_be_forgotten(
+            &p,
+            &Reading::exact(t + Duration::hours(24))
+        ));
+        // The wall clock stepped back an hour: the monotonic reading says 24 h.
+        assert!(key_may_be_forgotten(
+            &p,
+            &at(Duration::hours(23), Duration::hours(24))
+        ));
+        // The wall clock reads before the payment was taken: its age is unknown.
+        assert!(key_may_be_forgotten(
+            &p,
+            &Reading::exact(t - Duration::minutes(10))
+        ));
+        assert!(key_may_be_forgotten(
+            &payment("yesterday"),
+            &Reading::exact(t)
+        ));
     }
 }

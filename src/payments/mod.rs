@@ -7,6 +7,9 @@
 //!   forward, re-send after a crash) uses it (invariant 3);
 //! - an offline decision reads its counters and writes its result in the same writer
 //!   transaction ([`decide_offline`]), so concurrent decisions cannot overspend (invariant 5);
+//! - the daily limit counts every business date from the earlier of the payment's date and the
+//!   earlier clock reading's date ([`At`]): a wall clock stepped back or ahead never re-opens
+//!   or opens a day's limit (fail closed);
 //! - every offline decision, approval, rejection, forward outcome and expiry writes an audit
 //!   row in that same transaction (invariant 10);
 //! - a refusal after an online attempt whose answer never came enqueues a void, so a charge
@@ -388,6 +391,31 @@ pub fn enqueue_void(tx: &Transaction<'_>, p: &Payment, due_ms: i64) -> rusqlite:
     )
 }
 
+/// When an offline decision is made, as the decision needs it.
+#[derive(Debug, Clone)]
+pub struct At {
+    /// Dispatcher-clock time a void (after a refusal) is first due.
+    pub void_due_ms: i64,
+    /// The business date of the earlier clock reading ([`crate::clock::Reading::earlier`]):
+    /// the daily limit counts from it (or from the payment's own date, if earlier), so a wall
+    /// clock stepped forward opens no new day.
+    pub count_from: String,
+    /// The payment waited longer than the offline window (a manager's late approval): refuse.
+    pub outside_window: bool,
+}
+
+impl At {
+    /// Now, for a store in `tz` closing its day at `day_close`.
+    pub fn now(void_due_ms: i64, tz: chrono_tz::Tz, day_close: chrono::NaiveTime) -> At {
+        let earlier = crate::clock::now().earlier();
+        At {
+            void_due_ms,
+            count_from: crate::business_day::business_date(earlier, tz, day_close).to_string(),
+            outside_window: false,
+        }
+    }
+}
+
 /// Decides a payment offline and records the result, all inside `tx`. `policy` may be relaxed
 /// by the caller (a manager's approval skips the approval rule, never a limit).
 pub fn decide_offline(
@@ -396,11 +424,16 @@ pub fn decide_offline(
     policy: &Policy,
     ctx: &Context,
     reason: &str,
-    void_due_ms: i64,
+    at: &At,
 ) -> rusqlite::Result<Payment> {
     let p = get(tx, payment_id)?.ok_or(rusqlite::Error::QueryReturnedNoRows)?;
-    let counters = counters(tx, &p.location_id, &p.business_date)?;
-    let decision = policy::decide(&p.method, p.amount, policy, counters);
+    let from = p.business_date.as_str().min(at.count_from.as_str());
+    let counters = counters(tx, &p.location_id, from)?;
+    let decision = if at.outside_window {
+        Decision::Refuse(policy::Refusal::OutsideOfflineWindow)
+    } else {
+        policy::decide(&p.method, p.amount, policy, counters)
+    };
     let (status, code, message) = match decision {
         // Overwrites any earlier "a manager must approve" message.
         Decision::Approve => (
@@ -438,7 +471,7 @@ pub fn decide_offline(
             enqueue_forward(tx, &p)?;
         }
         Decision::Refuse(_) if p.online_attempted => {
-            enqueue_void(tx, &p, void_due_ms)?;
+            enqueue_void(tx, &p, at.void_due_ms)?;
         }
         _ => {}
     }
@@ -707,6 +740,57 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn a_wall_clock_stepped_into_the_next_day_counts_from_the_earlier_reading() {
+        let (_d, mut conn) = db();
+        approve_offline(&mut conn, "pay_a", 100_000, "2026-11-25");
+        // A payment dated the 26th by a wall clock that stepped ahead; the monotonic reading
+        // is still on the 25th, whose limit is used up.
+        let req = PaymentRequest {
+            client_payment_id: "b".into(),
+            register_id: "R1".into(),
+            cashier_id: "E1".into(),
+            method: "card".into(),
+            amount: 1_000,
+            currency: "USD".into(),
+            payment_method: Some("pm_card_visa".into()),
+            card: None,
+        };
+        let tx = conn.transaction().unwrap();
+        insert(
+            &tx,
+            &NewPayment {
+                id: "pay_b",
+                req: &req,
+                fingerprint: &"0".repeat(64),
+                location_id: "loc-1",
+                business_date: "2026-11-26",
+                status: "authorizing",
+                mode: "offline",
+                online_attempted: false,
+                now: "2026-11-26T05:00:00.000Z",
+            },
+        )
+        .unwrap();
+        let ctx = Context {
+            network: json!({}),
+            actor: "R1".into(),
+        };
+        let decide = |count_from: &str| {
+            let at = At {
+                void_due_ms: 0,
+                count_from: count_from.into(),
+                outside_window: false,
+            };
+            decide_offline(&tx, "pay_b", &policy(), &ctx, "test", &at)
+                .unwrap()
+                .status
+        };
+        assert_eq!(decide("2026-11-25"), "refused_offline");
+        // Counting from the payment's own date alone would have approved it.
+        assert_eq!(counters(&tx, "loc-1", "2026-11-26").unwrap().today_total, 0);
     }
 
     #[test]

@@ -34,6 +34,8 @@ pub enum Refusal {
     OverTransactionLimit,
     OverDailyLimit,
     OverOutstandingLimit,
+    /// A manager's approval came after the payment waited longer than the offline window.
+    OutsideOfflineWindow,
 }
 
 impl Refusal {
@@ -44,6 +46,7 @@ impl Refusal {
             Refusal::OverTransactionLimit => "over_transaction_limit",
             Refusal::OverDailyLimit => "over_daily_limit",
             Refusal::OverOutstandingLimit => "over_outstanding_limit",
+            Refusal::OutsideOfflineWindow => "outside_offline_window",
         }
     }
 
@@ -59,6 +62,9 @@ impl Refusal {
             Refusal::OverDailyLimit => "Today's offline card limit is used up. Ask for cash.",
             Refusal::OverOutstandingLimit => {
                 "Too many card payments are waiting to reach the bank. Ask for cash."
+            }
+            Refusal::OutsideOfflineWindow => {
+                "This payment waited too long for a manager. Take the payment again or ask for cash."
             }
         }
     }

@@ -188,6 +188,10 @@ async fn read_response(
     started: Instant,
 ) -> Result<Response, HttpError> {
     let (parts, body) = response.into_parts();
+    if let Some(date) = parts.headers.get(hyper::header::DATE) {
+        // An upstream's clock agreeing with ours confirms a step of the wall clock.
+        crate::clock::sense().confirm_header(date.as_bytes());
+    }
     let limited = http_body_util::Limited::new(body, MAX_RESPONSE_BYTES);
     let bytes = limited
         .collect()
