@@ -174,6 +174,7 @@ impl FakeStripe {
 
     /// Added before answering every request. For a POST that executes, it is spent after
     /// its idempotency key has been marked in progress (so a concurrent retry gets 409).
+    /// Requests already waiting follow a change: lowered, they finish sooner.
     pub fn set_latency(&self, d: Duration) {
         self.state.lock().unwrap().latency = d;
     }
@@ -345,12 +346,17 @@ async fn handle(
 }
 
 async fn process(state: &Mutex<State>, r: &Parsed) -> Answer {
-    let (plan, latency) = {
-        let mut s = state.lock().unwrap();
-        (plan(&mut s, r), s.latency)
-    };
-    if !latency.is_zero() {
-        tokio::time::sleep(latency).await;
+    let plan = plan(&mut state.lock().unwrap(), r);
+    // The latency in force now, not at arrival: lowering it lets waiting requests finish
+    // (a dark link that comes back delivers what Stripe had been working on).
+    let arrived = Instant::now();
+    loop {
+        let latency = state.lock().unwrap().latency;
+        let waited = arrived.elapsed();
+        if waited >= latency {
+            break;
+        }
+        tokio::time::sleep((latency - waited).min(Duration::from_millis(50))).await;
     }
     match plan {
         Plan::Answer(a) => a,
