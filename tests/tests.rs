@@ -12,6 +12,7 @@ mod backup;
 mod cli;
 mod conexxus;
 mod config_errors;
+mod contract;
 mod crash;
 mod lifecycle;
 mod localstripe;

@@ -1,0 +1,231 @@
+//! Answers against the daemon's own OpenAPI document (`GET /openapi.json`): regression tests
+//! for what the schemathesis run (`.ci/schemathesis.sh`) found. Each test sends the request
+//! that failed there and checks, with [`Spec`], what schemathesis checks: the status is
+//! documented for the operation, the body is valid against that status's schema, and a request
+//! the document calls invalid is refused (or, where the document was wrong, that it now
+//! describes what the daemon accepts).
+//!
+//! [`Spec::conforms`] validates the subset of JSON Schema openapi.json uses: `$ref`, `allOf`,
+//! `oneOf`, `anyOf`, `type` (a name or a list), `nullable`, `enum`, `required`, `properties`,
+//! `additionalProperties`, `items`, `minimum`/`maximum`, `minLength`/`maxLength`,
+//! `minItems`/`maxItems`. `pattern` and `format` are not checked here (schemathesis does).
+
+use crate::util::*;
+use serde_json::{json, Value};
+
+/// The document the daemon serves, and checks against it.
+pub struct Spec {
+    pub doc: Value,
+}
+
+impl Spec {
+    /// Fetches `GET /openapi.json` from a running daemon (the document it serves, not the file).
+    pub async fn of(d: &TestDaemon) -> Spec {
+        let (status, doc) = d.get("/openapi.json", "").await;
+        assert_eq!(status, 200, "GET /openapi.json");
+        Spec { doc }
+    }
+
+    pub fn operation(&self, method: &str, path: &str) -> &Value {
+        let op = &self.doc["paths"][path][method.to_lowercase()];
+        assert!(op.is_object(), "{method} {path} is not documented");
+        op
+    }
+
+    fn resolve<'a>(&'a self, node: &'a Value) -> &'a Value {
+        match node["$ref"].as_str() {
+            Some(r) => {
+                let target = r
+                    .strip_prefix('#')
+                    .and_then(|p| self.doc.pointer(p))
+                    .unwrap_or_else(|| panic!("$ref {r} points nowhere"));
+                self.resolve(target)
+            }
+            None => node,
+        }
+    }
+
+    /// The JSON schema of the request body of `method path`.
+    pub fn request_schema(&self, method: &str, path: &str) -> &Value {
+        let body = self.resolve(&self.operation(method, path)["requestBody"]);
+        &body["content"]["application/json"]["schema"]
+    }
+
+    /// The schema of parameter `name` of `method path`.
+    pub fn parameter_schema(&self, method: &str, path: &str, name: &str) -> &Value {
+        self.operation(method, path)["parameters"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|p| self.resolve(p))
+            .find(|p| p["name"] == name)
+            .map(|p| &p["schema"])
+            .unwrap_or_else(|| panic!("{method} {path} has no parameter {name}"))
+    }
+
+    /// Panics unless `status` is documented for `method path` and `body` is valid against the
+    /// schema of that answer.
+    pub fn check_answer(&self, method: &str, path: &str, status: u16, body: &Value) {
+        let responses = &self.operation(method, path)["responses"];
+        let response = responses
+            .get(status.to_string())
+            .or_else(|| responses.get("default"))
+            .unwrap_or_else(|| {
+                panic!("{method} {path} answered {status}, which it does not document: {body}")
+            });
+        let response = self.resolve(response);
+        let schema = &response["content"]["application/json"]["schema"];
+        if schema.is_null() {
+            return;
+        }
+        if let Err(e) = self.conforms(schema, body, "") {
+            panic!("{method} {path} answered {status} with a body the document does not allow: {e}\nbody: {body}");
+        }
+    }
+
+    /// Whether `value` is valid against `schema`; the error names the first place it is not.
+    pub fn conforms(&self, schema: &Value, value: &Value, at: &str) -> Result<(), String> {
+        let schema = self.resolve(schema);
+        let fail = |what: String| Err(format!("at `{at}`: {what}"));
+        if value.is_null() && schema["nullable"] == true {
+            return Ok(());
+        }
+        for sub in schema["allOf"].as_array().into_iter().flatten() {
+            self.conforms(sub, value, at)?;
+        }
+        for key in ["oneOf", "anyOf"] {
+            if let Some(subs) = schema[key].as_array() {
+                let matching = subs
+                    .iter()
+                    .filter(|s| self.conforms(s, value, at).is_ok())
+                    .count();
+                if matching == 0 || (key == "oneOf" && matching > 1) {
+                    return fail(format!("{matching} of the {key} alternatives match"));
+                }
+            }
+        }
+        if let Some(allowed) = schema["enum"].as_array() {
+            if !allowed.contains(value) {
+                return fail(format!("{value} is not one of {}", schema["enum"]));
+            }
+        }
+        let types: Vec<&str> = match &schema["type"] {
+            Value::String(t) => vec![t.as_str()],
+            Value::Array(ts) => ts.iter().filter_map(Value::as_str).collect(),
+            _ => vec![],
+        };
+        if !types.is_empty() && !types.iter().any(|t| is_type(value, t)) {
+            return fail(format!("{value} is not of type {}", schema["type"]));
+        }
+        let number = |k: &str| schema[k].as_f64();
+        if let Some(n) = value.as_f64() {
+            if number("minimum").is_some_and(|m| n < m) || number("maximum").is_some_and(|m| n > m)
+            {
+                return fail(format!("{n} is out of the schema's range"));
+            }
+        }
+        let count = |k: &str| schema[k].as_u64().map(|n| n as usize);
+        if let Some(s) = value.as_str() {
+            let len = s.chars().count();
+            if count("minLength").is_some_and(|m| len < m)
+                || count("maxLength").is_some_and(|m| len > m)
+            {
+                return fail(format!("the length {len} is out of the schema's range"));
+            }
+        }
+        if let Some(items) = value.as_array() {
+            if count("minItems").is_some_and(|m| items.len() < m)
+                || count("maxItems").is_some_and(|m| items.len() > m)
+            {
+                return fail(format!(
+                    "{} items is out of the schema's range",
+                    items.len()
+                ));
+            }
+            if schema.get("items").is_some() {
+                for (i, item) in items.iter().enumerate() {
+                    self.conforms(&schema["items"], item, &format!("{at}[{i}]"))?;
+                }
+            }
+        }
+        if let Some(object) = value.as_object() {
+            for name in schema["required"].as_array().into_iter().flatten() {
+                let name = name.as_str().unwrap_or_default();
+                if !object.contains_key(name) {
+                    return fail(format!("the required property `{name}` is missing"));
+                }
+            }
+            let properties = schema["properties"].as_object();
+            for (name, v) in object {
+                let path = format!("{at}.{name}");
+                match properties.and_then(|p| p.get(name)) {
+                    Some(s) => self.conforms(s, v, &path)?,
+                    None => match &schema["additionalProperties"] {
+                        Value::Bool(false) => {
+                            return fail(format!("`{name}` is not an allowed property"))
+                        }
+                        s @ Value::Object(_) => self.conforms(s, v, &path)?,
+                        _ => {}
+                    },
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn is_type(value: &Value, t: &str) -> bool {
+    match t {
+        "null" => value.is_null(),
+        "boolean" => value.is_boolean(),
+        "integer" => value.is_i64() || value.is_u64(),
+        "number" => value.is_number(),
+        "string" => value.is_string(),
+        "array" => value.is_array(),
+        "object" => value.is_object(),
+        _ => panic!("unknown schema type {t}"),
+    }
+}
+
+#[tokio::test]
+async fn the_contract_checker_itself_refuses_what_the_document_forbids() {
+    // A checker that accepts everything would make every test below pass; prove it does not.
+    let d = TestDaemon::start().await;
+    let spec = Spec::of(&d).await;
+    let request = spec.request_schema("POST", "/v1/sales");
+    assert!(spec.conforms(request, &sale("R1", "C-1"), "").is_ok());
+    for broken in [
+        json!({"client_txn_id": "C-1"}),
+        {
+            let mut s = sale("R1", "C-1");
+            s["lines"] = json!([]);
+            s
+        },
+        {
+            let mut s = sale("R1", "C-1");
+            s["surprise"] = json!(1);
+            s
+        },
+        {
+            let mut s = sale("R1", "C-1");
+            s["total"] = json!("430");
+            s
+        },
+        {
+            let mut s = sale("R1", "C-1");
+            s["kind"] = json!("void");
+            s
+        },
+    ] {
+        assert!(spec.conforms(request, &broken, "").is_err(), "{broken}");
+    }
+    let (status, body) = d.post("/v1/sales", R1_TOKEN, &sale("R1", "C-1")).await;
+    assert_eq!(status, 201);
+    spec.check_answer("POST", "/v1/sales", status, &body);
+    let mut wrong = body.clone();
+    wrong["id"] = json!(7);
+    let caught = std::panic::catch_unwind(|| spec.check_answer("POST", "/v1/sales", 201, &wrong));
+    assert!(caught.is_err(), "an id of the wrong type passed");
+    let caught = std::panic::catch_unwind(|| spec.check_answer("POST", "/v1/sales", 418, &body));
+    assert!(caught.is_err(), "an undocumented status passed");
+}
