@@ -254,3 +254,22 @@ async fn every_refund_rule_error_of_a_sale_is_a_documented_422_code() {
         spec.check_answer("POST", "/v1/sales", status, &answer);
     }
 }
+
+#[tokio::test]
+async fn a_null_upstream_in_a_network_mode_change_is_documented_as_all_three() {
+    // schemathesis negative_data_rejection: `{"mode": "offline", "upstream": null}` was
+    // answered 200 although the document's schema refused a null upstream; the description
+    // already said null means all three, as the daemon does.
+    let d = TestDaemon::start().await;
+    let spec = Spec::of(&d).await;
+    let body = json!({"mode": "offline", "upstream": null});
+    let schema = spec.request_schema("POST", "/admin/network/mode");
+    assert_eq!(spec.conforms(schema, &body, ""), Ok(()));
+    let (status, answer) = d.post("/admin/network/mode", ADMIN_TOKEN, &body).await;
+    assert_eq!(status, 200);
+    spec.check_answer("POST", "/admin/network/mode", status, &answer);
+    // Null means all three, as absent does.
+    let all = "SELECT count(*) FROM settings WHERE key = 'forced_offline' \
+               AND value LIKE '%internet%' AND value LIKE '%stripe%' AND value LIKE '%conexxus%'";
+    assert_eq!(count(&d.db_path(), all), 1);
+}
