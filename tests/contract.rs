@@ -273,3 +273,20 @@ async fn a_null_upstream_in_a_network_mode_change_is_documented_as_all_three() {
                AND value LIKE '%internet%' AND value LIKE '%stripe%' AND value LIKE '%conexxus%'";
     assert_eq!(count(&d.db_path(), all), 1);
 }
+
+#[tokio::test]
+async fn a_null_business_date_in_a_sync_request_is_documented_as_the_default() {
+    // schemathesis negative_data_rejection: `{"business_date": null}` was answered 202 (the
+    // latest closed date, as when absent) although the schema refused null.
+    let d = TestDaemon::start().await;
+    let spec = Spec::of(&d).await;
+    let body = json!({"business_date": null});
+    let schema = spec.request_schema("POST", "/conexxus/sync");
+    assert_eq!(spec.conforms(schema, &body, ""), Ok(()));
+    let (status, answer) = d.post("/conexxus/sync", ADMIN_TOKEN, &body).await;
+    assert_eq!(status, 202);
+    spec.check_answer("POST", "/conexxus/sync", status, &answer);
+    let (_, absent) = d.post("/conexxus/sync", ADMIN_TOKEN, &json!({})).await;
+    assert_eq!(answer["business_date"], absent["business_date"]);
+    assert_eq!(answer["partial"], false);
+}
