@@ -290,3 +290,30 @@ async fn a_null_business_date_in_a_sync_request_is_documented_as_the_default() {
     assert_eq!(answer["business_date"], absent["business_date"]);
     assert_eq!(answer["partial"], false);
 }
+
+#[tokio::test]
+async fn an_outbox_listing_limit_outside_its_range_is_clamped_as_documented() {
+    // schemathesis negative_data_rejection: `GET /admin/outbox?limit=10001` was answered 200
+    // (clamped, as the parameter's description says) while its schema said maximum 10000.
+    let d = TestDaemon::start().await;
+    let spec = Spec::of(&d).await;
+    for txn in ["L-1", "L-2"] {
+        assert_eq!(d.post("/v1/sales", R1_TOKEN, &sale("R1", txn)).await.0, 201);
+    }
+    let schema = spec.parameter_schema("GET", "/admin/outbox", "limit");
+    for (limit, rows) in [(10_001, 2), (0, 1), (-5, 1), (1, 1), (100, 2)] {
+        assert_eq!(spec.conforms(schema, &json!(limit), ""), Ok(()), "{limit}");
+        let (status, answer) = d
+            .get(&format!("/admin/outbox?limit={limit}"), ADMIN_TOKEN)
+            .await;
+        spec.check_answer("GET", "/admin/outbox", status, &answer);
+        assert_eq!(status, 200);
+        assert_eq!(
+            answer["rows"].as_array().map(Vec::len),
+            Some(rows),
+            "{limit}"
+        );
+    }
+    let (status, answer) = d.get("/admin/outbox?limit=many", ADMIN_TOKEN).await;
+    assert_eq!((status, error_code(&answer)), (422, "invalid_field"));
+}
