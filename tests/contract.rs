@@ -317,3 +317,29 @@ async fn an_outbox_listing_limit_outside_its_range_is_clamped_as_documented() {
     let (status, answer) = d.get("/admin/outbox?limit=many", ADMIN_TOKEN).await;
     assert_eq!((status, error_code(&answer)), (422, "invalid_field"));
 }
+
+#[tokio::test]
+async fn a_pending_syncs_limit_outside_its_range_is_clamped_as_documented() {
+    // schemathesis negative_data_rejection: `GET /conexxus/pending-syncs?limit=1001` was
+    // answered 200 (clamped into 1-1000) while the schema said maximum 1000 and no
+    // description said what happens outside it.
+    let d = TestDaemon::start().await;
+    let spec = Spec::of(&d).await;
+    for txn in ["P-1", "P-2"] {
+        assert_eq!(d.post("/v1/sales", R1_TOKEN, &sale("R1", txn)).await.0, 201);
+    }
+    let schema = spec.parameter_schema("GET", "/conexxus/pending-syncs", "limit");
+    for (limit, documents) in [(1001, 2), (0, 1), (-1, 1), (2, 2)] {
+        assert_eq!(spec.conforms(schema, &json!(limit), ""), Ok(()), "{limit}");
+        let path = format!("/conexxus/pending-syncs?limit={limit}");
+        let (status, answer) = d.get(&path, "").await;
+        spec.check_answer("GET", "/conexxus/pending-syncs", status, &answer);
+        assert_eq!(status, 200);
+        assert_eq!(answer["pending"], 2);
+        let listed = answer["documents"].as_array().map(Vec::len);
+        assert_eq!(listed, Some(documents), "{limit}");
+    }
+    let (status, answer) = d.get("/conexxus/pending-syncs?limit=x", "").await;
+    assert_eq!((status, error_code(&answer)), (422, "invalid_query"));
+    spec.check_answer("GET", "/conexxus/pending-syncs", status, &answer);
+}
