@@ -343,3 +343,25 @@ async fn a_pending_syncs_limit_outside_its_range_is_clamped_as_documented() {
     assert_eq!((status, error_code(&answer)), (422, "invalid_query"));
     spec.check_answer("GET", "/conexxus/pending-syncs", status, &answer);
 }
+
+#[tokio::test]
+async fn a_sync_request_whose_body_is_not_json_is_refused_and_queues_nothing() {
+    // schemathesis negative_data_rejection: the body "\x0c" (a form feed, not JSON) was
+    // answered 202 and queued a sync: any ASCII whitespace counted as an empty body.
+    let d = TestDaemon::start().await;
+    let spec = Spec::of(&d).await;
+    for body in ["\x0c", "\x0b", " ", "\n"] {
+        let (status, answer) = d.post_raw("/conexxus/sync", ADMIN_TOKEN, body).await;
+        assert_eq!(
+            (status, error_code(&answer)),
+            (400, "malformed_json"),
+            "{body:?}"
+        );
+        spec.check_answer("POST", "/conexxus/sync", status, &answer);
+    }
+    assert_eq!(count(&d.db_path(), "SELECT count(*) FROM eod_syncs"), 0);
+    // No body at all still means the defaults.
+    let (status, answer) = d.post_raw("/conexxus/sync", ADMIN_TOKEN, "").await;
+    assert_eq!(status, 202);
+    spec.check_answer("POST", "/conexxus/sync", status, &answer);
+}

@@ -102,7 +102,8 @@ pub async fn sync(
     raw: Bytes,
 ) -> Result<Response, ApiError> {
     let actor = caller.require_admin()?.to_string();
-    let req: SyncRequest = if raw.iter().all(u8::is_ascii_whitespace) {
+    // Only an absent (empty) body means the defaults; anything else must be the JSON object.
+    let req: SyncRequest = if raw.is_empty() {
         SyncRequest::default()
     } else {
         body::parse(&raw, &state)?
