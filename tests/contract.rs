@@ -434,3 +434,22 @@ async fn the_default_body_limit_holds_a_sale_of_480_lines_but_not_the_1000_the_s
     let described = described["description"].as_str().unwrap_or_default();
     assert!(described.contains("max_body_bytes"), "{described}");
 }
+
+#[tokio::test]
+async fn a_failed_backup_is_a_documented_500() {
+    // Found auditing the documented error codes after schemathesis's first response-schema
+    // failure: POST /admin/backup answers a failed snapshot 500 `backup_failed`, but its 500
+    // allowed only `internal`.
+    let dir = tempfile::tempdir().unwrap();
+    let blocked = dir.path().join("not-a-directory");
+    std::fs::write(&blocked, b"x").unwrap();
+    let extra = format!(
+        "[backup]\ndirectory = \"{}\"\n",
+        blocked.join("sub").display()
+    );
+    let d = TestDaemon::start_in(dir, &extra).await;
+    let spec = Spec::of(&d).await;
+    let (status, answer) = d.post("/admin/backup", ADMIN_TOKEN, &json!(null)).await;
+    assert_eq!((status, error_code(&answer)), (500, "backup_failed"));
+    spec.check_answer("POST", "/admin/backup", status, &answer);
+}
