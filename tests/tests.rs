@@ -13,6 +13,7 @@ mod cli;
 mod clock;
 mod conexxus;
 mod config_errors;
+mod contract;
 mod crash;
 mod disk;
 mod lifecycle;

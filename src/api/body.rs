@@ -23,41 +23,64 @@ impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request<Body>, state: &AppState) -> Result<Self, Self::Rejection> {
-        let limit = state.config.server.max_body_bytes;
-        let too_large = || {
-            ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "body_too_large",
-                format!("the request body is larger than {limit} bytes"),
-            )
-        };
-        let declared = req
-            .headers()
-            .get(axum::http::header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok());
-        if declared.is_some_and(|n| n > limit as u64) {
-            return Err(too_large());
-        }
-        let bytes = axum::body::to_bytes(req.into_body(), limit)
-            .await
-            .map_err(|e| {
-                // to_bytes reports the limit as a length-limit error somewhere in its source chain.
-                let mut source: Option<&dyn std::error::Error> = Some(&e);
-                while let Some(s) = source {
-                    if s.to_string().contains("length limit") {
-                        return too_large();
-                    }
-                    source = s.source();
-                }
-                ApiError::new(
-                    StatusCode::BAD_REQUEST,
-                    "body_unreadable",
-                    "the request body could not be read",
-                )
-            })?;
+        let bytes = read(req, state).await?;
         parse(&bytes, state).map(JsonBody)
     }
+}
+
+/// [`JsonBody`] for a body that may be left out: an empty body is `T::default()`; anything
+/// else goes through every step above (whitespace alone is not JSON: 400).
+pub struct OptionalJsonBody<T>(pub T);
+
+impl<T: DeserializeOwned + Default> FromRequest<AppState> for OptionalJsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request<Body>, state: &AppState) -> Result<Self, Self::Rejection> {
+        let bytes = read(req, state).await?;
+        if bytes.is_empty() {
+            return Ok(OptionalJsonBody(T::default()));
+        }
+        parse(&bytes, state).map(OptionalJsonBody)
+    }
+}
+
+/// Step 1: the body, at most `server.max_body_bytes` (413 `body_too_large` beyond, whether the
+/// length is declared or the body is chunked).
+async fn read(req: Request<Body>, state: &AppState) -> Result<bytes::Bytes, ApiError> {
+    let limit = state.config.server.max_body_bytes;
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            format!("the request body is larger than {limit} bytes"),
+        )
+    };
+    let declared = req
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(too_large());
+    }
+    let bytes = axum::body::to_bytes(req.into_body(), limit)
+        .await
+        .map_err(|e| {
+            // to_bytes reports the limit as a length-limit error somewhere in its source chain.
+            let mut source: Option<&dyn std::error::Error> = Some(&e);
+            while let Some(s) = source {
+                if s.to_string().contains("length limit") {
+                    return too_large();
+                }
+                source = s.source();
+            }
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "body_unreadable",
+                "the request body could not be read",
+            )
+        })?;
+    Ok(bytes)
 }
 
 fn card_refused(state: &AppState, field: Option<&str>) -> ApiError {

@@ -2,7 +2,7 @@
 //! `POST /conexxus/sync` (admin: queue an end-of-day sync now).
 
 use super::auth::{Caller, HealthAccess};
-use super::body;
+use super::body::OptionalJsonBody;
 use super::error::ApiError;
 use super::AppState;
 use crate::conexxus::{self, eod::SyncError};
@@ -14,7 +14,6 @@ use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -99,14 +98,10 @@ pub struct SyncRequest {
 pub async fn sync(
     State(state): State<AppState>,
     caller: Caller,
-    raw: Bytes,
+    // Read within `max_body_bytes` like every write's body; only an empty one means defaults.
+    OptionalJsonBody(req): OptionalJsonBody<SyncRequest>,
 ) -> Result<Response, ApiError> {
     let actor = caller.require_admin()?.to_string();
-    let req: SyncRequest = if raw.iter().all(u8::is_ascii_whitespace) {
-        SyncRequest::default()
-    } else {
-        body::parse(&raw, &state)?
-    };
     let date = match &req.business_date {
         None => None,
         Some(d) => Some(d.parse::<chrono::NaiveDate>().map_err(|_| {

@@ -335,6 +335,49 @@ mod tests {
                 .collect();
             assert_eq!(templated, declared, "{what}: path parameters");
         }
+
+        // Links (what stateful API testers follow) name a documented operation and only its
+        // parameters, from the answer they hang on.
+        for (path, method) in &documented {
+            let responses = doc["paths"][path][method]["responses"].as_object();
+            for (status, response) in responses.into_iter().flatten() {
+                let links = response["links"].as_object();
+                for (name, link) in links.into_iter().flatten() {
+                    let what = format!("{} {path} {status} link {name}", method.to_uppercase());
+                    let target_id = link["operationId"].as_str();
+                    let target = target_id
+                        .and_then(|id| operation_ids.get(id))
+                        .unwrap_or_else(|| panic!("{what} names no documented operationId"));
+                    let (target_method, target_path) =
+                        target.split_once(' ').expect("labels are `METHOD path`");
+                    let target_op = &doc["paths"][target_path][target_method.to_lowercase()];
+                    let names: BTreeSet<&str> = target_op["parameters"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .map(|p| resolve(&doc, p)["name"].as_str().unwrap_or_default())
+                        .collect();
+                    for (param, expression) in link["parameters"].as_object().into_iter().flatten()
+                    {
+                        assert!(
+                            names.contains(param.as_str()),
+                            "{what}: no parameter {param}"
+                        );
+                        let expression = expression.as_str().unwrap_or_default();
+                        assert!(
+                            expression.starts_with("$response.body#/"),
+                            "{what}: {param} = {expression:?}"
+                        );
+                    }
+                    if !link["requestBody"].is_null() {
+                        assert!(
+                            target_op["requestBody"].is_object(),
+                            "{what}: a body for an operation that takes none"
+                        );
+                    }
+                }
+            }
+        }
     }
 
     /// Every documented operation reaches a handler of the real router (not the 404/405
