@@ -1,8 +1,9 @@
 //! Manager credentials for offline approvals: argon2id PIN hashes from `[[managers]]`, and a
 //! lock-out after five wrong PINs in a row for five minutes (monotonic time).
 //!
-//! Invariant: a locked-out manager is refused without the PIN even being checked, so guessing
-//! cannot continue during the lock; the caller audits every refusal and lock-out.
+//! Invariants: a locked-out manager is refused without the PIN even being checked, so guessing
+//! cannot continue during the lock; the caller audits every refusal and lock-out; failures
+//! are counted only for configured managers, so the table is bounded by `[[managers]]`.
 
 use crate::config::ManagerEntry;
 use std::collections::HashMap;
@@ -59,10 +60,12 @@ impl Approvals {
                 }
             }
         }
-        let ok = self
-            .hashes
-            .get(manager_id)
-            .is_some_and(|h| crate::credentials::verify_pin(pin, h));
+        let Some(hash) = self.hashes.get(manager_id) else {
+            // No such manager: nothing to count. Counting would let a register grow the
+            // table without bound by sending ever new ids (found reviewing schemathesis runs).
+            return Check::Bad { locked_now: false };
+        };
+        let ok = crate::credentials::verify_pin(pin, hash);
         let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
         let f = failures.entry(manager_id.to_string()).or_default();
         if f.locked_until.is_some_and(|u| u <= now) {
@@ -98,6 +101,18 @@ mod tests {
         assert_eq!(a.check("M1", "2468"), Check::Ok);
         assert_eq!(a.check("M1", "1357"), Check::Bad { locked_now: false });
         assert_eq!(a.check("M9", "2468"), Check::Bad { locked_now: false });
+    }
+
+    #[test]
+    fn unknown_manager_ids_are_refused_without_being_remembered() {
+        let a = approvals();
+        for i in 0..1000 {
+            assert_eq!(
+                a.check(&format!("ghost-{i}"), "2468"),
+                Check::Bad { locked_now: false }
+            );
+        }
+        assert!(a.failures.lock().unwrap().is_empty());
     }
 
     #[test]
