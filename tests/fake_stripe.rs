@@ -459,7 +459,7 @@ fn plan(s: &mut State, r: &Parsed) -> Plan {
         )),
         Some(KeyEntry { saved: None, .. }) => Plan::Answer(Answer::json(
             409,
-            &idempotency_error(format!(
+            &key_in_use(format!(
                 "There is currently another in-progress request using this Idempotent Key (that \
                  probably means you submitted twice, and the other request is still going \
                  through): {key}. Please try again later."
@@ -1264,6 +1264,11 @@ fn invalid(code: Option<&str>, param: Option<&str>, message: String) -> Value {
 
 fn idempotency_error(message: String) -> Value {
     json!({"error": {"type": "idempotency_error", "message": message}})
+}
+
+/// Stripe's answer while the first request with a key is still executing.
+fn key_in_use(message: String) -> Value {
+    json!({"error": {"type": "idempotency_error", "code": "idempotency_key_in_use", "message": message}})
 }
 
 /// The body of a scripted status: Stripe's shape, the type Stripe uses for that status.

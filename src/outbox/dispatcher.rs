@@ -33,6 +33,11 @@ use tokio::sync::{watch, Notify, Semaphore};
 
 /// Settings key of the persisted dispatcher clock.
 pub const CLOCK_KEY: &str = "outbox_clock_ms";
+/// The backoff level of a retry that waits on the upstream still executing the row's
+/// earlier send (`Outcome::Retry { in_progress }`): base × 2^5 (32 s with a 1 s base), capped
+/// by `backoff_max`, with jitter.
+const IN_PROGRESS_LEVEL: u32 = 6;
+
 /// How long a claimed row stays leased; far longer than a batch takes to send.
 const LEASE_MS: i64 = 10 * 60 * 1000;
 /// Bound on delivery tasks alive at once per lane (sends plus outcomes being recorded).
@@ -321,7 +326,15 @@ impl Dispatcher {
                 in_progress,
                 ..
             } => {
-                let delay = self.backoff.delay(attempt, *retry_after, &mut rand::rng());
+                // Waiting on our own request in progress uses no attempt, so the attempt
+                // count cannot grow the backoff: wait as after a few failures instead, never
+                // in a tight loop however long the upstream takes.
+                let level = if *in_progress {
+                    attempt.max(IN_PROGRESS_LEVEL)
+                } else {
+                    attempt
+                };
+                let delay = self.backoff.delay(level, *retry_after, &mut rand::rng());
                 (
                     "retry",
                     now + delay.as_millis() as i64,

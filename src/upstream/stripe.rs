@@ -338,17 +338,12 @@ pub fn classify(r: Result<Response, HttpError>) -> Answer {
             },
         };
     }
-    match should_retry {
-        Some(false) => Answer::Permanent { error },
-        Some(true) => Answer::Retry {
-            error,
-            retry_after: retry_after(&resp.headers),
-            reachable: true,
-            in_progress: false,
-        },
-        // 409: the same key is still executing at Stripe (e.g. our attempt from before a
-        // crash). Retrying at once only collects more 409s; give it time.
-        None if code == 409 => Answer::Retry {
+    // 409 `idempotency_key_in_use`: Stripe is still executing an earlier request under this
+    // key (our attempt from before a crash, or behind a dark link). Retrying at once only
+    // collects more 409s; give it time. Checked before Stripe-Should-Retry, which may come
+    // with it. Only this exact code is "in progress"; any other 409 is an ordinary retry.
+    if code == 409 && err["code"].as_str() == Some("idempotency_key_in_use") {
+        return Answer::Retry {
             error,
             retry_after: Some(
                 retry_after(&resp.headers)
@@ -357,6 +352,25 @@ pub fn classify(r: Result<Response, HttpError>) -> Answer {
             ),
             reachable: true,
             in_progress: true,
+        };
+    }
+    match should_retry {
+        Some(false) => Answer::Permanent { error },
+        Some(true) => Answer::Retry {
+            error,
+            retry_after: retry_after(&resp.headers),
+            reachable: true,
+            in_progress: false,
+        },
+        None if code == 409 => Answer::Retry {
+            error,
+            retry_after: Some(
+                retry_after(&resp.headers)
+                    .unwrap_or_default()
+                    .max(IN_PROGRESS_WAIT),
+            ),
+            reachable: true,
+            in_progress: false,
         },
         None if code == 429 || resp.status.is_server_error() => Answer::Retry {
             error,
@@ -456,10 +470,26 @@ mod tests {
                 ..
             }
         ));
-        let in_progress = classify(resp(409, r#"{"error":{"type":"idempotency_error"}}"#, &[]));
+        let in_progress = classify(resp(
+            409,
+            r#"{"error":{"type":"idempotency_error","code":"idempotency_key_in_use"}}"#,
+            &[("stripe-should-retry", "true")],
+        ));
         assert!(
             matches!(in_progress, Answer::Retry { retry_after: Some(d), in_progress: true, .. } if d >= IN_PROGRESS_WAIT),
             "{in_progress:?}"
+        );
+        // Another 409 (a proxy, another conflict) is an ordinary retry: it uses an attempt.
+        let other = classify(resp(409, r#"{"error":{"type":"idempotency_error"}}"#, &[]));
+        assert!(
+            matches!(
+                other,
+                Answer::Retry {
+                    in_progress: false,
+                    ..
+                }
+            ),
+            "{other:?}"
         );
         let ra = classify(resp(429, "{}", &[("retry-after", "3")]));
         assert!(
