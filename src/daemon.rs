@@ -391,11 +391,11 @@ async fn watch_storage(state: AppState) {
         state.metrics.observe_storage(&report);
         state.alerts.set_storage(report.reason.map(|reason| match reason {
             "disk_full" => format!(
-                "the disk holding {} is full: sales are refused (503) until space is freed",
+                "the disk holding {} is full: sales may be refused (503) until space is freed",
                 report.directory
             ),
             "read_only" => format!(
-                "{} is read-only: sales are refused (503) until the file system is repaired",
+                "{} is read-only: sales may be refused (503) until the file system is repaired",
                 report.directory
             ),
             _ => format!(

@@ -145,6 +145,9 @@ impl Default for ServerConfig {
     }
 }
 
+/// Upper bound of `[database] reserve_mib`: 64 GiB.
+pub const MAX_RESERVE_MIB: u64 = 64 * 1024;
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DatabaseConfig {
@@ -517,6 +520,12 @@ impl Config {
             return Err(err("store.location_id", "must not be empty".into()));
         }
 
+        if self.database.reserve_mib > MAX_RESERVE_MIB {
+            return Err(err(
+                "database.reserve_mib",
+                format!("must be at most {MAX_RESERVE_MIB} (64 GiB)"),
+            ));
+        }
         if self.server.max_body_bytes < 1024 {
             return Err(err("server.max_body_bytes", "must be at least 1024".into()));
         }

@@ -9,7 +9,10 @@
 //! ledger: sales keep committing while a technician is called.
 //!
 //! Invariants:
-//! - the only file this module ever deletes is the reserve file;
+//! - the only files this module ever deletes are the reserve file and its own one-block
+//!   write test (`.posedge-write-check`);
+//! - no system call is made while the state's mutex is held: `report()` (every health
+//!   request) never waits on a sick disk;
 //! - the reserve is re-created only once free space is back above twice its size, so it
 //!   never takes the last room the ledger needs;
 //! - the condition leaves `disk_full` / `read_only` only after a commit succeeded again
@@ -24,9 +27,12 @@ use std::io::Write;
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 /// Name of the reserve file, beside the database.
 pub const RESERVE_FILE: &str = "posedge.reserve";
+/// Wait after a failed allocation of the reserve before trying again.
+const RETAKE_AFTER_FAILURE: Duration = Duration::from_secs(60);
 
 /// Why writes are refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -74,6 +80,8 @@ struct Inner {
     /// When the reserve was released (for `since` while writes still work).
     released_at: Option<String>,
     free: Option<u64>,
+    /// After a failed allocation, when to try again.
+    next_take: Option<Instant>,
 }
 
 pub struct Space {
@@ -103,6 +111,7 @@ impl Space {
                 reserve_held: held,
                 released_at: None,
                 free: None,
+                next_take: None,
             }),
         }
     }
@@ -184,15 +193,13 @@ impl Space {
     /// A commit succeeded: whatever refused writes before is over (for a full disk, once
     /// there is room again).
     pub fn commit_ok(&self) {
-        let mut inner = self.lock();
-        let Some((f, _)) = inner.failure.as_ref() else {
+        let Some(f) = self.failure() else {
             return;
         };
-        if *f == Failure::DiskFull && statvfs(&self.dir).is_some_and(|s| s.free < self.low_water())
-        {
+        if f == Failure::DiskFull && statvfs(&self.dir).is_some_and(|s| s.free < self.low_water()) {
             return;
         }
-        if let Some((f, _)) = inner.failure.take() {
+        if let Some((f, _)) = self.lock().failure.take() {
             tracing::warn!(
                 was = f.as_str(),
                 "writes are accepted again; the database is writable"
@@ -220,7 +227,10 @@ impl Space {
                 self.release_reserve("free space fell under the low-water mark")
             }
             Some(f)
-                if !held && f >= 2 * self.reserve_bytes && !stat.is_some_and(|s| s.read_only) =>
+                if !held
+                    && f >= self.reserve_bytes.saturating_mul(2)
+                    && !stat.is_some_and(|s| s.read_only)
+                    && self.lock().next_take.is_none_or(|t| Instant::now() >= t) =>
             {
                 self.take_reserve()
             }
@@ -231,8 +241,8 @@ impl Space {
     /// Releases the reserve if free space is under the low-water mark (one statvfs; called
     /// by the writer before each commit and when a job failed).
     pub fn release_if_low(&self) {
-        if self.lock().reserve_held && statvfs(&self.dir).is_some_and(|s| s.free < self.low_water())
-        {
+        let held = self.lock().reserve_held;
+        if held && statvfs(&self.dir).is_some_and(|s| s.free < self.low_water()) {
             self.release_reserve("a write failed with free space under the low-water mark");
         }
     }
@@ -254,11 +264,15 @@ impl Space {
                 }
                 inner.reserve_held = true;
                 inner.released_at = None;
+                inner.next_take = None;
             }
             Err(e) => {
                 // A reserve we cannot hold is not held: never keep a half-allocated file.
                 let _ = std::fs::remove_file(&self.reserve_path);
                 let mut inner = self.lock();
+                // Not again every second (a quota or a file system without fallocate would
+                // be filled and emptied each time): once a minute.
+                inner.next_take = Some(Instant::now() + RETAKE_AFTER_FAILURE);
                 if inner.reserve_held || inner.released_at.is_none() {
                     tracing::warn!(
                         path = %self.reserve_path.display(),
@@ -274,9 +288,13 @@ impl Space {
     }
 
     fn release_reserve(&self, why: &str) {
-        let mut inner = self.lock();
-        if !inner.reserve_held {
-            return;
+        {
+            let mut inner = self.lock();
+            if !inner.reserve_held {
+                return;
+            }
+            inner.reserve_held = false;
+            inner.released_at = Some(crate::business_day::rfc3339(chrono::Utc::now()));
         }
         match std::fs::remove_file(&self.reserve_path) {
             Ok(()) => tracing::warn!(
@@ -292,8 +310,6 @@ impl Space {
                 "cannot release the disk reserve"
             ),
         }
-        inner.reserve_held = false;
-        inner.released_at = Some(crate::business_day::rfc3339(chrono::Utc::now()));
     }
 
     /// The condition for health surfaces.
