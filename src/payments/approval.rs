@@ -48,37 +48,40 @@ impl Approvals {
     }
 
     /// Checks `pin` for `manager_id`. Blocking (argon2): call from `spawn_blocking`.
+    ///
+    /// The attempt is counted as a failure before the PIN is verified and forgiven if it
+    /// was right: attempts sent in parallel each take a place in the count, so no more than
+    /// [`MAX_FAILURES`] are ever verified before the lock-out, however many arrive at once.
     pub fn check(&self, manager_id: &str, pin: &str) -> Check {
-        let now = Instant::now();
-        {
-            let failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some(until) = failures.get(manager_id).and_then(|f| f.locked_until) {
-                if until > now {
-                    return Check::LockedOut {
-                        remaining: until - now,
-                    };
-                }
-            }
-        }
         let Some(hash) = self.hashes.get(manager_id) else {
             // No such manager: nothing to count. Counting would let a register grow the
             // table without bound by sending ever new ids (found reviewing schemathesis runs).
             return Check::Bad { locked_now: false };
         };
-        let ok = crate::credentials::verify_pin(pin, hash);
-        let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
-        let f = failures.entry(manager_id.to_string()).or_default();
-        if f.locked_until.is_some_and(|u| u <= now) {
-            *f = Failures::default();
-        }
-        if ok {
-            *f = Failures::default();
+        let now = Instant::now();
+        let locked_now = {
+            let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+            let f = failures.entry(manager_id.to_string()).or_default();
+            match f.locked_until {
+                Some(until) if until > now => {
+                    return Check::LockedOut {
+                        remaining: until - now,
+                    }
+                }
+                Some(_) => *f = Failures::default(),
+                None => {}
+            }
+            f.count += 1;
+            let locked_now = f.count >= MAX_FAILURES;
+            if locked_now {
+                f.locked_until = Some(now + LOCKOUT);
+            }
+            locked_now
+        };
+        if crate::credentials::verify_pin(pin, hash) {
+            let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+            failures.insert(manager_id.to_string(), Failures::default());
             return Check::Ok;
-        }
-        f.count += 1;
-        let locked_now = f.count >= MAX_FAILURES;
-        if locked_now {
-            f.locked_until = Some(now + LOCKOUT);
         }
         Check::Bad { locked_now }
     }
@@ -124,6 +127,26 @@ mod tests {
         assert!(
             matches!(a.check("M1", "2468"), Check::LockedOut { remaining } if remaining <= LOCKOUT)
         );
+    }
+
+    #[test]
+    fn wrong_pins_sent_at_once_are_verified_at_most_five_times() {
+        let a = std::sync::Arc::new(approvals());
+        let answers: Vec<Check> = (0..12)
+            .map(|_| {
+                let a = a.clone();
+                std::thread::spawn(move || a.check("M1", "0000"))
+            })
+            .collect::<Vec<_>>()
+            .into_iter()
+            .map(|t| t.join().unwrap())
+            .collect();
+        let verified = answers
+            .iter()
+            .filter(|c| matches!(c, Check::Bad { .. }))
+            .count();
+        assert_eq!(verified, MAX_FAILURES as usize, "{answers:?}");
+        assert!(matches!(a.check("M1", "2468"), Check::LockedOut { .. }));
     }
 
     #[test]
