@@ -7,12 +7,14 @@ mod util;
 mod fake_port;
 mod fake_stripe;
 mod fake_upstream;
+mod fuzz_checks;
 
 mod backup;
 mod cli;
 mod conexxus;
 mod config_errors;
 mod crash;
+mod fuzz_regressions;
 mod lifecycle;
 mod localstripe;
 mod moto;

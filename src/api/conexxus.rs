@@ -105,7 +105,7 @@ pub async fn sync(
     let req: SyncRequest = if raw.iter().all(u8::is_ascii_whitespace) {
         SyncRequest::default()
     } else {
-        body::parse(&raw, &state)?
+        body::parse(&raw, &state.metrics)?
     };
     let date = match &req.business_date {
         None => None,

@@ -432,13 +432,18 @@ impl Config {
     }
 
     pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
-        let file = path.display().to_string();
         let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
-            file: file.clone(),
+            file: path.display().to_string(),
             key: "(file)".into(),
             message: format!("cannot read: {e}"),
         })?;
-        let mut config = Config::parse_str(&text, &file)?;
+        Config::from_text(&text, path)
+    }
+
+    /// The text of the file at `path`, parsed and validated: what `posedge check-config`
+    /// and start-up do once the file is read (the fuzz target `config_toml` starts here).
+    pub fn from_text(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let mut config = Config::parse_str(text, &path.display().to_string())?;
         config.source = Some(path.to_path_buf());
         config.validated()
     }
