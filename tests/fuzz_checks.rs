@@ -484,6 +484,7 @@ pub fn config_toml(data: &[u8]) {
         config.conexxus_settings().batch_max_wait,
     ];
     for d in durations {
+        assert!(d <= ConfigDuration::MAX, "{d:?} is over the bound");
         assert_clock_can_move_by(d.0);
     }
     assert_clock_can_move_by(Duration::from_secs(
@@ -515,6 +516,7 @@ pub fn config_duration(data: &[u8]) {
         (want, got) => panic!("{text:?}: expected {want:?} ms, got {got:?}"),
     }
     if let Ok(d) = got {
+        assert!(d <= ConfigDuration::MAX);
         assert_clock_can_move_by(d.0);
     }
 }
@@ -544,7 +546,7 @@ fn reference_duration_ms(text: &str) -> Option<u128> {
             _ => return None,
         };
         total += value * unit;
-        if total > u128::from(u64::MAX) {
+        if total > ConfigDuration::MAX.0.as_millis() {
             return None;
         }
         rest = &rest[n + m..];

@@ -840,6 +840,9 @@ mod tests {
         assert_eq!(e.key, "offline_payments.max_daily_total", "{e}");
         let e = Config::parse_str("[probe]\ninterval = \"30\"\n", "f").unwrap_err();
         assert_eq!(e.key, "probe.interval", "{e}");
+        let e =
+            Config::parse_str("[offline_payments]\noffline_window = \"4000d\"\n", "f").unwrap_err();
+        assert_eq!(e.key, "offline_payments.offline_window", "{e}");
     }
 
     #[test]
