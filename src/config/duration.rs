@@ -95,9 +95,9 @@ mod tests {
 
     #[test]
     fn durations_longer_than_ten_years_are_refused() {
-        // Found by the fuzz target config_duration: "2m3050000m…" (about 58 years of
-        // minutes) parsed, and an offline window that long overflows chrono when the
-        // daemon subtracts it from now (a panic in the expiry loop).
+        // Found by the fuzz target config_duration: "2m3050000m000110000050000010m…" (some
+        // 200 million years of minutes) parsed, and an offline window that long overflows
+        // chrono when the daemon subtracts it from now (a panic in the expiry loop).
         assert_eq!(
             ConfigDuration::parse("3650d"),
             Ok(ConfigDuration::MAX),
