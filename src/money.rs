@@ -129,17 +129,17 @@ impl Decimal {
                 .ok_or_else(too_large)?;
             self.mantissa.checked_mul(factor).ok_or_else(too_large)?
         } else {
-            let divisor = 10u64
-                .checked_pow(self.scale - places)
-                .ok_or_else(too_large)?;
-            if self.mantissa % divisor != 0 {
+            // The mantissa ends in a significant digit, so a divisor beyond u64 cannot
+            // divide it: the amount is too precise (never too large).
+            let divisor = 10u64.checked_pow(self.scale - places);
+            if divisor.is_none_or(|d| self.mantissa % d != 0) {
                 return Err(MoneyError::TooPrecise {
                     amount: text,
                     currency: currency.code().to_string(),
                     places,
                 });
             }
-            self.mantissa / divisor
+            self.mantissa / divisor.unwrap_or(1)
         };
         i64::try_from(minor).map_err(|_| too_large())
     }
@@ -218,8 +218,21 @@ mod tests {
             Decimal::parse("0.000000000000000000001")
                 .unwrap()
                 .to_minor(usd()),
-            Err(MoneyError::TooPrecise { .. } | MoneyError::TooLarge(_))
+            Err(MoneyError::TooPrecise { .. })
         ));
+    }
+
+    #[test]
+    fn a_tiny_amount_with_many_decimals_is_too_precise_not_too_large() {
+        // Found by the fuzz target money_decimal: "0.0000000000000000000000000000008" was
+        // refused as "too large" because 10^27 does not fit u64.
+        let clf = Currency::from_code("CLF").unwrap();
+        let tiny = Decimal::parse("00.0000000000000000000000000000008").unwrap();
+        assert!(
+            matches!(tiny.to_minor(clf), Err(MoneyError::TooPrecise { .. })),
+            "{:?}",
+            tiny.to_minor(clf)
+        );
     }
 
     #[test]

@@ -390,9 +390,8 @@ pub fn money_decimal(data: &[u8]) {
         (Err(Ref::Syntax), Err(MoneyError::Syntax(_)))
         | (Err(Ref::TooPrecise), Err(MoneyError::TooPrecise { .. }))
         | (Err(Ref::TooLarge), Err(MoneyError::TooLarge(_))) => {}
-        // Too precise AND beyond 19 significant digits: either reason is a fair refusal.
-        (Err(Ref::TooPrecise), Err(MoneyError::TooLarge(_)))
-            if text.trim_start_matches(['0', '.']).len() > 19 => {}
+        // Too precise AND more significant digits than u64 holds: either is a fair reason.
+        (Err(Ref::TooPrecise), Err(MoneyError::TooLarge(_))) if significant_digits(text) > 19 => {}
         (want, got) => panic!("{text:?} in {currency}: expected {want:?}, got {got:?}"),
     }
     if let Ok(minor) = got {
@@ -400,6 +399,13 @@ pub fn money_decimal(data: &[u8]) {
         let back = Decimal::parse(&formatted).and_then(|d| d.to_minor(currency));
         assert_eq!(back, Ok(minor), "{minor} formats as {formatted:?}");
     }
+}
+
+fn significant_digits(text: &str) -> usize {
+    let (int, frac) = text.split_once('.').unwrap_or((text, ""));
+    format!("{int}{}", frac.trim_end_matches('0'))
+        .trim_start_matches('0')
+        .len()
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -533,10 +539,12 @@ fn reference_duration_ms(text: &str) -> Option<u128> {
             .iter()
             .take_while(|b| b.is_ascii_alphabetic())
             .count();
-        if n == 0 || n > 30 {
+        let digits = std::str::from_utf8(&rest[..n]).ok()?;
+        let significant = digits.trim_start_matches('0');
+        if n == 0 || significant.len() > 30 {
             return None;
         }
-        let value: u128 = std::str::from_utf8(&rest[..n]).ok()?.parse().ok()?;
+        let value: u128 = significant.parse().unwrap_or(0);
         let unit: u128 = match &rest[n..n + m] {
             b"ms" => 1,
             b"s" => 1_000,
