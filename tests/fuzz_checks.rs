@@ -599,14 +599,6 @@ pub fn retry_after(data: &[u8]) {
     );
 }
 
-/// PaymentIntent statuses that mean the card was not charged.
-const NOT_CHARGED_STATUSES: &[&str] = &[
-    "requires_payment_method",
-    "requires_confirmation",
-    "requires_action",
-    "canceled",
-];
-
 /// A Stripe HTTP answer (status, `Stripe-Should-Retry`, `Retry-After`, body) → what the
 /// payment flow does, as DESIGN.md classifies it: 402 is a decline; `Stripe-Should-Retry`
 /// decides when present; 409, 429 and 5xx retry; other 4xx are permanent. A success is
@@ -682,7 +674,7 @@ pub fn stripe_answer(data: &[u8]) {
                     intent: i, code, ..
                 } => {
                     assert!(
-                        NOT_CHARGED_STATUSES.contains(&pi_status),
+                        stripe::NOT_CHARGED_STATUSES.contains(&pi_status),
                         "a 2xx without a declined PaymentIntent is a decline: {answer:?} from {json}"
                     );
                     assert_eq!(i.as_deref(), Some(intent));
@@ -694,7 +686,7 @@ pub fn stripe_answer(data: &[u8]) {
                         intent.is_empty()
                             || !["succeeded", "requires_capture", "processing"]
                                 .iter()
-                                .chain(NOT_CHARGED_STATUSES)
+                                .chain(stripe::NOT_CHARGED_STATUSES)
                                 .any(|s| *s == pi_status),
                         "a PaymentIntent with a known status is retried: {answer:?} from {json}"
                     );
