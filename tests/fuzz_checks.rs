@@ -721,8 +721,10 @@ pub fn stripe_answer(data: &[u8]) {
             },
             429 | 500..=599,
         ) => {}
-        (Answer::Permanent { .. }, c)
-            if should_retry.is_none() && c != 409 && c != 429 && c < 500 => {}
+        (Answer::Permanent { .. }, 400..=499) if should_retry.is_none() => {}
+        // Outside what DESIGN.md names (1xx, 3xx, 6xx and up, from a proxy rather than
+        // Stripe): either is defensible, as long as it is no success and no decline.
+        (Answer::Permanent { .. } | Answer::Retry { .. }, 100..=199 | 300..=399 | 600..) => {}
         (a, c) => panic!("HTTP {c} (should-retry {should_retry:?}) classified as {a:?}"),
     }
     // Errors that never got an answer: retried, reachable unless nothing was sent.
