@@ -1309,6 +1309,7 @@ pub fn naxml_movement(data: &[u8]) {
         sequence: f.sequence,
         begin: day.and_hms_opt(0, 0, 0).expect("midnight"),
         end: day.and_hms_opt(23, 59, 59).expect("a time"),
+        currency,
     };
     for report in Report::ALL {
         let doc = movement::render(report, &ctx, &t);
