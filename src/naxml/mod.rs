@@ -7,7 +7,10 @@
 //! - amounts are written from integer minor units with exactly the places of the store
 //!   currency (USD 2, JPY 0, BHD 3), never through floating point;
 //! - dates and times are the store's local time, as back offices expect;
-//! - the same sale always renders to the same bytes (documents are re-sent on retry).
+//! - the same sale always renders to the same bytes (documents are re-sent on retry);
+//! - every document is well-formed: text is escaped, and a character XML 1.0 cannot carry
+//!   (validation refuses them; a row recorded before it did may still hold one) is written
+//!   as U+FFFD.
 
 pub mod journal;
 pub mod movement;
@@ -32,9 +35,29 @@ pub(crate) type W = Writer<Cursor<Vec<u8>>>;
 pub(crate) type R = std::io::Result<()>;
 
 pub(crate) fn text(w: &mut W, name: &str, value: &str) -> R {
+    let value = xml_chars(value);
     w.create_element(name)
-        .write_text_content(BytesText::new(value))?;
+        .write_text_content(BytesText::new(&value))?;
     Ok(())
+}
+
+/// `value` with every character XML 1.0 cannot carry replaced by U+FFFD; borrowed when
+/// there is none, which is always for rows that passed today's validation.
+fn xml_chars(value: &str) -> std::borrow::Cow<'_, str> {
+    let allowed = |c: char| {
+        matches!(c, '\t' | '\n' | '\r')
+            || ('\u{20}'..='\u{D7FF}').contains(&c)
+            || ('\u{E000}'..='\u{FFFD}').contains(&c)
+            || c >= '\u{10000}'
+    };
+    if value.chars().all(allowed) {
+        std::borrow::Cow::Borrowed(value)
+    } else {
+        value
+            .chars()
+            .map(|c| if allowed(c) { c } else { '\u{FFFD}' })
+            .collect()
+    }
 }
 
 pub(crate) fn flag(w: &mut W, name: &str, yes: bool) -> R {
@@ -138,6 +161,17 @@ mod tests {
         assert!(
             doc.contains("<MiscellaneousSummaryAmount>500</MiscellaneousSummaryAmount>"),
             "{doc}"
+        );
+    }
+
+    #[test]
+    fn a_stored_text_xml_cannot_carry_is_written_as_the_replacement_character() {
+        let mut w = Writer::new(Cursor::new(Vec::new()));
+        text(&mut w, "Description", "a\u{FFFE}b\u{1}c & <d>").unwrap();
+        let out = String::from_utf8(w.into_inner().into_inner()).unwrap();
+        assert_eq!(
+            out,
+            "<Description>a\u{FFFD}b\u{FFFD}c &amp; &lt;d&gt;</Description>"
         );
     }
 }
