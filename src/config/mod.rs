@@ -456,7 +456,7 @@ impl Config {
             message: one_line(&e.to_string()),
         })?;
         serde_path_to_error::deserialize::<_, Config>(de).map_err(|e| {
-            let mut key = e.path().to_string();
+            let mut key = dotted_key(e.path());
             let message = one_line(&e.inner().to_string());
             // serde reports an unknown field at its parent; name the field itself.
             if let Some(rest) = message.strip_prefix("unknown field `") {
@@ -760,6 +760,42 @@ impl Config {
     }
 }
 
+/// The TOML spelling of a key path: `registers[0].id`; a key that is not bare (empty, or
+/// with characters beyond letters, digits, `-` and `_`) quoted, so `""` and `"a.b"` are
+/// told apart from a missing key and from a nested one.
+fn dotted_key(path: &serde_path_to_error::Path) -> String {
+    use serde_path_to_error::Segment;
+    let mut key = String::new();
+    for segment in path.iter() {
+        match segment {
+            Segment::Seq { index } => key.push_str(&format!("[{index}]")),
+            Segment::Map { key: k } | Segment::Enum { variant: k } => {
+                if !key.is_empty() {
+                    key.push('.');
+                }
+                let bare = !k.is_empty()
+                    && k.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+                if bare {
+                    key.push_str(k);
+                } else {
+                    key.push_str(&format!("{k:?}"));
+                }
+            }
+            Segment::Unknown => {
+                if !key.is_empty() {
+                    key.push('.');
+                }
+                key.push('?');
+            }
+        }
+    }
+    if key.is_empty() {
+        key.push_str("(top level)");
+    }
+    key
+}
+
 fn one_line(s: &str) -> String {
     s.split_whitespace().collect::<Vec<_>>().join(" ")
 }
@@ -831,6 +867,17 @@ mod tests {
         assert!(e.to_string().contains("/etc/x.toml"), "{e}");
         let top = Config::parse_str("colour = 1\n", "f.toml").unwrap_err();
         assert_eq!(top.key, "colour", "{top}");
+    }
+
+    #[test]
+    fn an_unknown_key_that_is_not_bare_is_named_quoted() {
+        // Found by the fuzz target config_toml: `''=''` gave an error naming key ``.
+        let e = Config::parse_str("''=''\n", "f").unwrap_err();
+        assert_eq!(e.key, "\"\"", "{e}");
+        let e = Config::parse_str("[store]\n\"a.b\" = 1\n", "f").unwrap_err();
+        assert_eq!(e.key, "store.\"a.b\"", "{e}");
+        let e = Config::parse_str("[[registers]]\nid = 5\n", "f").unwrap_err();
+        assert_eq!(e.key, "registers[0].id", "{e}");
     }
 
     #[test]
