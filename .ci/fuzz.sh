@@ -39,10 +39,12 @@ read -r -a targets <<<"${FUZZ_TARGETS:-$(cargo +nightly fuzz list --fuzz-dir "$F
 mkdir -p "$FUZZ_OUT/logs"
 
 run_one() {
-  local t=$1
+  local t=$1 dict=()
   mkdir -p "$FUZZ_OUT/corpus/$t" "$FUZZ_OUT/artifacts/$t"
+  # A target with a dictionary (tests/fuzz/<target>.dict) gets its tokens spliced in.
+  if [ -f "$FUZZ_DIR/$t.dict" ]; then dict=(-dict="$FUZZ_DIR/$t.dict"); fi
   cargo +nightly fuzz run --fuzz-dir "$FUZZ_DIR" "$t" \
-    "$FUZZ_OUT/corpus/$t" "$FUZZ_DIR/corpus/$t" -- \
+    "$FUZZ_OUT/corpus/$t" "$FUZZ_DIR/corpus/$t" -- "${dict[@]}" \
     -max_total_time="$SECONDS_EACH" -timeout=10 -rss_limit_mb=2048 \
     -artifact_prefix="$FUZZ_OUT/artifacts/$t/" -print_final_stats=1 \
     >"$FUZZ_OUT/logs/$t.log" 2>&1
