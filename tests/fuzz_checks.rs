@@ -493,6 +493,7 @@ pub fn config_toml(data: &[u8]) {
         assert!(d <= ConfigDuration::MAX, "{d:?} is over the bound");
         assert_clock_can_move_by(d.0);
     }
+    assert!(config.outbox.retention_days <= posedge::config::MAX_RETENTION_DAYS);
     assert_clock_can_move_by(Duration::from_secs(
         u64::from(config.outbox.retention_days) * 86_400,
     ));

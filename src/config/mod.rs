@@ -19,6 +19,10 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+/// Longest `outbox.retention_days`: ten years, like the longest duration, so the sweep's
+/// cutoff (now minus that many days) is always a date `chrono` can hold.
+pub const MAX_RETENTION_DAYS: u32 = 3650;
+
 /// Where `posedge serve` looks when `--config` is not given.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/posedge/config.toml";
 
@@ -605,6 +609,15 @@ impl Config {
                 "must not be less than outbox.backoff_base".into(),
             ));
         }
+        if self.outbox.retention_days > MAX_RETENTION_DAYS {
+            return Err(err(
+                "outbox.retention_days",
+                format!(
+                    "must be at most {MAX_RETENTION_DAYS} (ten years), not {}",
+                    self.outbox.retention_days
+                ),
+            ));
+        }
         if self.outbox.max_retries == 0 {
             return Err(err("outbox.max_retries", "must be at least 1".into()));
         }
@@ -917,6 +930,12 @@ mod tests {
         );
         bad("[conexxus]\ntransport = \"http\"\n", "conexxus.url");
         bad("[server]\ntls_cert = \"/x\"\n", "server.tls_key");
+        // A cutoff of now minus 100 million days is beyond chrono: the retention sweep
+        // panicked (found while writing the config_toml fuzz check).
+        bad(
+            "[outbox]\nretention_days = 100000000\n",
+            "outbox.retention_days",
+        );
     }
 
     #[test]
