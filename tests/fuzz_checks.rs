@@ -745,6 +745,15 @@ pub fn stripe_answer(data: &[u8]) {
 #[derive(Debug, Clone)]
 struct Text(String);
 
+impl Text {
+    /// A number drawn from the text, for ids that must not be text.
+    fn seed(&self) -> u64 {
+        self.0
+            .chars()
+            .fold(0u64, |h, c| h.wrapping_mul(31).wrapping_add(u64::from(c)))
+    }
+}
+
 impl<'a> Arbitrary<'a> for Text {
     fn arbitrary(u: &mut Unstructured<'a>) -> arbitrary::Result<Self> {
         const PIECES: &[&str] = &[
@@ -823,6 +832,8 @@ struct FuzzTax {
 struct FuzzTender {
     card: bool,
     amount: i32,
+    /// Only a seed for the id: payment ids are posedge's own (`pay_` and a ULID), not
+    /// register text. (A `Text` still, so saved inputs keep decoding to the same sales.)
     payment: Text,
     offline: bool,
     brand: Option<u8>,
@@ -886,7 +897,8 @@ impl FuzzSale {
         let mut tenders: Vec<TenderRequest> = self
             .tenders
             .iter()
-            .map(|t| TenderRequest {
+            .enumerate()
+            .map(|(i, t)| TenderRequest {
                 method: if t.card && !self.refund {
                     "card"
                 } else {
@@ -898,7 +910,8 @@ impl FuzzSale {
                 } else {
                     i64::from(t.amount)
                 },
-                payment_id: (t.card && !self.refund).then(|| format!("pay_{}", t.payment.0)),
+                payment_id: (t.card && !self.refund)
+                    .then(|| format!("pay_01JG{i:02}{:020}", t.payment.seed())),
             })
             .collect();
         let paid: i64 = tenders.iter().map(|t| t.amount).sum();
