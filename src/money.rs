@@ -61,10 +61,13 @@ pub fn format_minor(minor: i64, places: u32) -> String {
 }
 
 /// A non-negative decimal as written in config, kept exact: `"500.5"` is 5005 × 10⁻¹.
+/// Trailing zeros of the fraction carry no value: they are counted apart, for display only,
+/// so `"5.000000000000000000000"` is 5 and not an overflow of the digits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Decimal {
     mantissa: u64,
     scale: u32,
+    trailing_zeros: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -96,15 +99,22 @@ impl Decimal {
             return Err(syntax());
         }
         let too_large = || MoneyError::TooLarge(s.to_string());
+        let significant = frac.trim_end_matches('0');
         let mut mantissa: u64 = 0;
-        for b in int.bytes().chain(frac.bytes()) {
+        for b in int.bytes().chain(significant.bytes()) {
             mantissa = mantissa
                 .checked_mul(10)
                 .and_then(|m| m.checked_add(u64::from(b - b'0')))
                 .ok_or_else(too_large)?;
         }
-        let scale = u32::try_from(frac.len()).map_err(|_| too_large())?;
-        Ok(Decimal { mantissa, scale })
+        let scale = u32::try_from(significant.len()).map_err(|_| too_large())?;
+        let trailing_zeros =
+            u32::try_from(frac.len() - significant.len()).map_err(|_| too_large())?;
+        Ok(Decimal {
+            mantissa,
+            scale,
+            trailing_zeros,
+        })
     }
 
     /// Converts to minor units of `currency`, exactly: trailing zeros beyond the currency's
@@ -119,17 +129,17 @@ impl Decimal {
                 .ok_or_else(too_large)?;
             self.mantissa.checked_mul(factor).ok_or_else(too_large)?
         } else {
-            let divisor = 10u64
-                .checked_pow(self.scale - places)
-                .ok_or_else(too_large)?;
-            if self.mantissa % divisor != 0 {
+            // The mantissa ends in a significant digit, so a divisor beyond u64 cannot
+            // divide it: the amount is too precise (never too large).
+            let divisor = 10u64.checked_pow(self.scale - places);
+            if divisor.is_none_or(|d| self.mantissa % d != 0) {
                 return Err(MoneyError::TooPrecise {
                     amount: text,
                     currency: currency.code().to_string(),
                     places,
                 });
             }
-            self.mantissa / divisor
+            self.mantissa / divisor.unwrap_or(1)
         };
         i64::try_from(minor).map_err(|_| too_large())
     }
@@ -139,12 +149,18 @@ impl fmt::Display for Decimal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let digits = self.mantissa.to_string();
         let scale = self.scale as usize;
+        let zeros = "0".repeat(self.trailing_zeros as usize);
         if scale == 0 {
-            return f.write_str(&digits);
+            f.write_str(&digits)?;
+            return if zeros.is_empty() {
+                Ok(())
+            } else {
+                write!(f, ".{zeros}")
+            };
         }
         let padded = format!("{digits:0>width$}", width = scale + 1);
         let (int, frac) = padded.split_at(padded.len() - scale);
-        write!(f, "{int}.{frac}")
+        write!(f, "{int}.{frac}{zeros}")
     }
 }
 
@@ -186,6 +202,37 @@ mod tests {
         assert!(matches!(huge, MoneyError::TooLarge(_)));
         let overflow = Decimal::parse("99999999999999999").unwrap().to_minor(usd());
         assert!(matches!(overflow, Err(MoneyError::TooLarge(_))));
+    }
+
+    #[test]
+    fn trailing_zeros_are_exact_however_many_there_are() {
+        // Found by the fuzz target money_decimal: the zeros used to count as digits and
+        // overflowed u64, so an exact amount was refused as too large.
+        let many = format!("5.{}", "0".repeat(40));
+        assert_eq!(Decimal::parse(&many).unwrap().to_minor(usd()), Ok(500));
+        let jpy = Currency::from_code("JPY").unwrap();
+        let amount = Decimal::parse("04950000000049999.000000000000000").unwrap();
+        assert_eq!(amount.to_minor(jpy), Ok(4_950_000_000_049_999));
+        assert_eq!(Decimal::parse(&many).unwrap().to_string(), many);
+        assert!(matches!(
+            Decimal::parse("0.000000000000000000001")
+                .unwrap()
+                .to_minor(usd()),
+            Err(MoneyError::TooPrecise { .. })
+        ));
+    }
+
+    #[test]
+    fn a_tiny_amount_with_many_decimals_is_too_precise_not_too_large() {
+        // Found by the fuzz target money_decimal: "0.0000000000000000000000000000008" was
+        // refused as "too large" because 10^27 does not fit u64.
+        let clf = Currency::from_code("CLF").unwrap();
+        let tiny = Decimal::parse("00.0000000000000000000000000000008").unwrap();
+        assert!(
+            matches!(tiny.to_minor(clf), Err(MoneyError::TooPrecise { .. })),
+            "{:?}",
+            tiny.to_minor(clf)
+        );
     }
 
     #[test]

@@ -7,6 +7,7 @@ mod util;
 mod fake_port;
 mod fake_stripe;
 mod fake_upstream;
+mod fuzz_checks;
 
 mod backup;
 mod cli;
@@ -16,6 +17,7 @@ mod config_errors;
 mod contract;
 mod crash;
 mod disk;
+mod fuzz_regressions;
 mod lifecycle;
 mod localstripe;
 mod moto;

@@ -11,6 +11,7 @@
 
 use super::error::ApiError;
 use super::AppState;
+use crate::metrics::Metrics;
 use crate::pan;
 use axum::body::Body;
 use axum::extract::{FromRequest, Request};
@@ -24,7 +25,7 @@ impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
 
     async fn from_request(req: Request<Body>, state: &AppState) -> Result<Self, Self::Rejection> {
         let bytes = read(req, state).await?;
-        parse(&bytes, state).map(JsonBody)
+        parse(&bytes, &state.metrics).map(JsonBody)
     }
 }
 
@@ -40,7 +41,7 @@ impl<T: DeserializeOwned + Default> FromRequest<AppState> for OptionalJsonBody<T
         if bytes.is_empty() {
             return Ok(OptionalJsonBody(T::default()));
         }
-        parse(&bytes, state).map(OptionalJsonBody)
+        parse(&bytes, &state.metrics).map(OptionalJsonBody)
     }
 }
 
@@ -83,8 +84,8 @@ async fn read(req: Request<Body>, state: &AppState) -> Result<bytes::Bytes, ApiE
     Ok(bytes)
 }
 
-fn card_refused(state: &AppState, field: Option<&str>) -> ApiError {
-    state.metrics.card_numbers_refused.inc();
+fn card_refused(metrics: &Metrics, field: Option<&str>) -> ApiError {
+    metrics.card_numbers_refused.inc();
     let where_ = field
         .map(|f| format!("field `{f}`"))
         .unwrap_or_else(|| "the request".into());
@@ -98,14 +99,15 @@ fn card_refused(state: &AppState, field: Option<&str>) -> ApiError {
     )
 }
 
-/// Steps 2–5 above, on a body already read.
-pub fn parse<T: DeserializeOwned>(bytes: &[u8], state: &AppState) -> Result<T, ApiError> {
+/// Steps 2–5 above, on a body already read. Public so the fuzz targets (`tests/fuzz/`) feed
+/// bytes through exactly what a request body goes through.
+pub fn parse<T: DeserializeOwned>(bytes: &[u8], metrics: &Metrics) -> Result<T, ApiError> {
     if pan::contains_card_number(bytes) {
         // Name the field when the body is valid JSON; never quote the content.
         let field = serde_json::from_slice::<serde_json::Value>(bytes)
             .ok()
             .and_then(|v| pan::find_in_json(&v));
-        return Err(card_refused(state, field.as_deref()));
+        return Err(card_refused(metrics, field.as_deref()));
     }
     let value: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| {
         ApiError::new(
@@ -120,7 +122,7 @@ pub fn parse<T: DeserializeOwned>(bytes: &[u8], state: &AppState) -> Result<T, A
         )
     })?;
     if let Some(field) = pan::find_in_json(&value) {
-        return Err(card_refused(state, Some(&field)));
+        return Err(card_refused(metrics, Some(&field)));
     }
     serde_path_to_error::deserialize::<_, T>(value).map_err(|e| {
         let path = e.path().to_string();

@@ -147,6 +147,7 @@ pub struct Queued {
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub location_id: String,
+    pub currency: crate::money::Currency,
     pub priority: i64,
     pub schedule: Schedule,
     pub batching: Batching,
@@ -159,6 +160,7 @@ impl Settings {
         let priority = i64::from(c.sync_priority);
         Settings {
             location_id: config.store.location_id.clone(),
+            currency: config.resolved.currency,
             priority,
             schedule: Schedule {
                 timezone: config.resolved.timezone,
@@ -206,6 +208,7 @@ fn queue(
         sequence: sync_id,
         begin: s.schedule.open(date),
         end: s.schedule.close(date),
+        currency: s.currency,
     };
     let mut documents = Vec::with_capacity(Report::ALL.len());
     for report in Report::ALL {

@@ -1,5 +1,8 @@
 //! Durations as written in config: `"30s"`, `"2m"`, `"72h"`, `"1h30m"`, `"500ms"`, `"7d"`.
 //! A bare number is refused: the unit must be explicit so `"30"` cannot mean two things.
+//!
+//! Invariant: a duration is at most [`ConfigDuration::MAX`] (ten years), so every consumer
+//! can add it to a clock, in `i64` milliseconds or as a `chrono` date, without overflow.
 
 use std::time::Duration;
 
@@ -7,6 +10,10 @@ use std::time::Duration;
 pub struct ConfigDuration(pub Duration);
 
 impl ConfigDuration {
+    /// Ten years: far beyond any sensible interval, window or timeout, and far inside what
+    /// `i64` milliseconds and `chrono` dates can hold.
+    pub const MAX: ConfigDuration = ConfigDuration(Duration::from_secs(3650 * 86_400));
+
     pub fn parse(s: &str) -> Result<ConfigDuration, String> {
         let bad =
             || format!("expected a duration like \"30s\", \"2m\", \"72h\" or \"1h30m\", got {s:?}");
@@ -37,7 +44,13 @@ impl ConfigDuration {
                 .and_then(|ms| total.checked_add(ms))
                 .ok_or_else(bad)?;
         }
-        Ok(ConfigDuration(Duration::from_millis(total)))
+        let d = ConfigDuration(Duration::from_millis(total));
+        if d > ConfigDuration::MAX {
+            return Err(format!(
+                "the duration {s:?} is longer than ten years (\"3650d\"), the most a duration may be"
+            ));
+        }
+        Ok(d)
     }
 }
 
@@ -77,6 +90,22 @@ mod tests {
             "99999999999999999999d",
         ] {
             assert!(ConfigDuration::parse(bad).is_err(), "{bad:?} parsed");
+        }
+    }
+
+    #[test]
+    fn durations_longer_than_ten_years_are_refused() {
+        // Found by the fuzz target config_duration: "2m3050000m000110000050000010m…" (some
+        // 200 million years of minutes) parsed, and an offline window that long overflows
+        // chrono when the daemon subtracts it from now (a panic in the expiry loop).
+        assert_eq!(
+            ConfigDuration::parse("3650d"),
+            Ok(ConfigDuration::MAX),
+            "ten years is the most"
+        );
+        for too_long in ["3650d1ms", "87601h", "2m3050000m000110000050000010m1m1h30m"] {
+            let e = ConfigDuration::parse(too_long).unwrap_err();
+            assert!(e.contains("ten years"), "{too_long:?}: {e}");
         }
     }
 }

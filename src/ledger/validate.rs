@@ -2,7 +2,9 @@
 //!
 //! Rules: Σ line amounts + Σ taxes = total; Σ tenders = total (change is a negative cash
 //! tender); amounts are integers within ±10¹³ minor units, so sums cannot overflow; the
-//! currency is the store's; identifiers are short printable text.
+//! currency is the store's; identifiers are short printable text. Every text may end up in
+//! an XML document for the back office, so it holds only characters XML 1.0 allows: no
+//! control characters and neither U+FFFE nor U+FFFF.
 
 use super::request::{SaleKind, SaleRequest};
 use crate::money::Currency;
@@ -28,6 +30,12 @@ pub const MAX_LINES: usize = 1000;
 /// Tender methods a sale may carry.
 pub const TENDER_METHODS: &[&str] = &["cash", "card"];
 
+/// A character a register's text may hold: printable, and one XML 1.0 can carry (its `Char`
+/// production has no U+FFFE or U+FFFF; surrogates are not `char`s at all).
+pub fn printable(c: char) -> bool {
+    !c.is_control() && c != '\u{FFFE}' && c != '\u{FFFF}'
+}
+
 pub fn check_text(field: &str, value: &str, max: usize) -> Result<(), RuleError> {
     if value.trim().is_empty() {
         return Err(rule("invalid_field", format!("{field} must not be empty")));
@@ -38,10 +46,10 @@ pub fn check_text(field: &str, value: &str, max: usize) -> Result<(), RuleError>
             format!("{field} is longer than {max} characters"),
         ));
     }
-    if value.chars().any(char::is_control) {
+    if !value.chars().all(printable) {
         return Err(rule(
             "invalid_field",
-            format!("{field} must not contain control characters"),
+            format!("{field} must not contain control characters or U+FFFE/U+FFFF"),
         ));
     }
     Ok(())
@@ -124,8 +132,7 @@ pub fn validate(sale: &SaleRequest, store_currency: Currency) -> Result<(), Rule
     let mut lines_sum: i64 = 0;
     for (i, line) in sale.lines.iter().enumerate() {
         check_text(&format!("lines[{i}].sku"), &line.sku, 64)?;
-        if line.description.chars().count() > 200 || line.description.chars().any(char::is_control)
-        {
+        if line.description.chars().count() > 200 || !line.description.chars().all(printable) {
             return Err(rule(
                 "invalid_field",
                 format!("lines[{i}].description must be at most 200 printable characters"),
@@ -337,6 +344,23 @@ mod tests {
         };
         s.tenders = vec![t.clone(), t];
         assert_eq!(code(s), "payment_already_used");
+    }
+
+    #[test]
+    fn texts_that_xml_cannot_carry_are_refused() {
+        // Found by the fuzz targets naxml_journal and naxml_movement: U+FFFE in a
+        // description was recorded and made every document holding it malformed XML.
+        for bad in ["\u{FFFE}", "\u{FFFF}", "a\u{0}b", "tab\there", "\u{85}"] {
+            let mut s = sale();
+            s.lines[0].description = format!("Cola {bad}");
+            assert_eq!(code(s), "invalid_field", "{bad:?}");
+            let mut s = sale();
+            s.cashier_id = format!("E{bad}7");
+            assert_eq!(code(s), "invalid_field", "{bad:?}");
+        }
+        let mut s = sale();
+        s.lines[0].description = "Café <b> & \u{FFFD} \u{10FFFF} \u{202E} 😀".into();
+        assert_eq!(validate(&s, usd()), Ok(()));
     }
 
     #[test]

@@ -11,6 +11,7 @@ use super::{
     R, VERSION, W,
 };
 use crate::ledger::Sale;
+use crate::money::Currency;
 use chrono::NaiveDateTime;
 use chrono_tz::Tz;
 use quick_xml::events::{BytesDecl, BytesText, Event};
@@ -102,6 +103,10 @@ fn sale_event(w: &mut W, ctx: &JournalContext<'_>, js: &JournalSale<'_>) -> R {
     let at = local(&sale.created_at, ctx.timezone);
     let refund = sale.kind == "refund";
     let event = if refund { "RefundEvent" } else { "SaleEvent" };
+    // Validated as ISO 4217 when the sale was recorded, so always found.
+    let cur = Currency::from_code(&sale.currency)
+        .or_else(|| Currency::from_code("USD"))
+        .expect("USD is ISO 4217");
     w.create_element(event).write_inner_content(|w| {
         text(w, "EventSequenceID", &js.event_sequence.to_string())?;
         flag(w, "TrainingModeFlag", false)?;
@@ -128,14 +133,14 @@ fn sale_event(w: &mut W, ctx: &JournalContext<'_>, js: &JournalSale<'_>) -> R {
                             w.create_element("ItemLine").write_inner_content(|w| {
                                 item_code(w, &line.sku)?;
                                 text(w, "Description", &line.description)?;
-                                text(w, "ActualSalesPrice", &amount(line.unit_price))?;
+                                text(w, "ActualSalesPrice", &amount(line.unit_price, cur))?;
                                 if let Some(m) = &line.merchandise_code {
                                     text(w, "MerchandiseCode", m)?;
                                 }
                                 text(w, "SellingUnits", "1")?;
-                                text(w, "RegularSellPrice", &amount(line.unit_price))?;
+                                text(w, "RegularSellPrice", &amount(line.unit_price, cur))?;
                                 text(w, "SalesQuantity", &line.quantity.to_text())?;
-                                text(w, "SalesAmount", &amount(line.amount))?;
+                                text(w, "SalesAmount", &amount(line.amount, cur))?;
                                 if let Some(t) = &line.tax_code {
                                     w.create_element("ItemTax")
                                         .write_inner_content(|w| text(w, "TaxLevelID", t))?;
@@ -152,8 +157,12 @@ fn sale_event(w: &mut W, ctx: &JournalContext<'_>, js: &JournalSale<'_>) -> R {
                             w.create_element("TransactionTax")
                                 .write_inner_content(|w| {
                                     text(w, "TaxLevelID", &tax.tax_code)?;
-                                    text(w, "TaxableSalesAmount", &amount(tax.taxable_amount))?;
-                                    text(w, "TaxCollectedAmount", &amount(tax.amount))
+                                    text(
+                                        w,
+                                        "TaxableSalesAmount",
+                                        &amount(tax.taxable_amount, cur),
+                                    )?;
+                                    text(w, "TaxCollectedAmount", &amount(tax.amount, cur))
                                 })?;
                             Ok(())
                         })?;
@@ -177,10 +186,10 @@ fn sale_event(w: &mut W, ctx: &JournalContext<'_>, js: &JournalSale<'_>) -> R {
                                     text(w, "TenderCode", code)?;
                                     text(w, "TenderSubCode", sub)
                                 })?;
-                                text(w, "TenderAmount", &amount(tender.amount.abs()))?;
+                                text(w, "TenderAmount", &amount(tender.amount.abs(), cur))?;
                                 flag(w, "ChangeFlag", change)?;
                                 if let Some(a) = auth {
-                                    authorization(w, ctx, a)?;
+                                    authorization(w, ctx, a, cur)?;
                                 }
                                 Ok(())
                             })?;
@@ -193,14 +202,14 @@ fn sale_event(w: &mut W, ctx: &JournalContext<'_>, js: &JournalSale<'_>) -> R {
         let tax: i64 = sale.taxes.iter().map(|t| t.amount).sum();
         w.create_element("TransactionSummary")
             .write_inner_content(|w| {
-                text(w, "TransactionTotalGrossAmount", &amount(gross))?;
-                text(w, "TransactionTotalNetAmount", &amount(gross))?;
-                text(w, "TransactionTotalTaxSalesAmount", &amount(tax))?;
-                text(w, "TransactionTotalTaxExemptAmount", &amount(0))?;
-                text(w, "TransactionTotalTaxNetAmount", &amount(tax))?;
+                text(w, "TransactionTotalGrossAmount", &amount(gross, cur))?;
+                text(w, "TransactionTotalNetAmount", &amount(gross, cur))?;
+                text(w, "TransactionTotalTaxSalesAmount", &amount(tax, cur))?;
+                text(w, "TransactionTotalTaxExemptAmount", &amount(0, cur))?;
+                text(w, "TransactionTotalTaxNetAmount", &amount(tax, cur))?;
                 w.create_element("TransactionTotalGrandAmount")
                     .with_attribute(("direction", if refund { "Refunded" } else { "Collected" }))
-                    .write_text_content(BytesText::new(&amount(sale.total)))?;
+                    .write_text_content(BytesText::new(&amount(sale.total, cur)))?;
                 Ok(())
             })?;
         Ok(())
@@ -210,7 +219,7 @@ fn sale_event(w: &mut W, ctx: &JournalContext<'_>, js: &JournalSale<'_>) -> R {
 
 /// `Authorization` of a card tender. The reference is posedge's payment id: Stripe's own id
 /// may only exist after an offline payment is forwarded, and the document must not change.
-fn authorization(w: &mut W, ctx: &JournalContext<'_>, a: &CardAuthorization) -> R {
+fn authorization(w: &mut W, ctx: &JournalContext<'_>, a: &CardAuthorization, cur: Currency) -> R {
     let at = local(&a.at, ctx.timezone);
     w.create_element("Authorization").write_inner_content(|w| {
         text(
@@ -222,7 +231,7 @@ fn authorization(w: &mut W, ctx: &JournalContext<'_>, a: &CardAuthorization) -> 
         text(w, "AuthorizationDate", &date(at))?;
         text(w, "AuthorizationTime", &time(at))?;
         flag(w, "HostAuthorizedFlag", !a.offline)?;
-        text(w, "AuthorizedChargeAmount", &amount(a.amount))
+        text(w, "AuthorizedChargeAmount", &amount(a.amount, cur))
     })?;
     Ok(())
 }

@@ -7,10 +7,12 @@
 //! - they reconcile with the ledger to the cent: for every report, sales minus refunds of
 //!   what it sums (lines for MCM and ISM, taxes for TLM, grand totals and tenders for MSM)
 //!   equals the ledger's; a refund is never netted silently, it has its own fields;
-//! - quantities are thousandths written exactly (`Quantity`), amounts two decimals.
+//! - quantities are thousandths written exactly (`Quantity`), amounts in the store
+//!   currency's places.
 
 use super::{amount, date, item_code, text, time, transmission_header, NAMESPACE, R, VERSION, W};
 use crate::ledger::request::Quantity;
+use crate::money::Currency;
 use chrono::NaiveDateTime;
 use quick_xml::events::{BytesDecl, Event};
 use quick_xml::Writer;
@@ -134,6 +136,8 @@ pub struct MovementContext<'a> {
     /// The business day's first and last moment, store local time.
     pub begin: NaiveDateTime,
     pub end: NaiveDateTime,
+    /// The store currency: the totals are in its minor units.
+    pub currency: Currency,
 }
 
 /// Passport-style file name: `MCM20261124_0007.xml` (the sync's id keeps a re-sync of the
@@ -165,11 +169,12 @@ fn write(w: &mut W, report: Report, ctx: &MovementContext<'_>, t: &DayTotals) ->
             w.create_element(report.element())
                 .write_inner_content(|w| {
                     header(w, ctx, &t.business_date)?;
+                    let cur = ctx.currency;
                     match report {
-                        Report::Mcm => mcm(w, t),
-                        Report::Tlm => tlm(w, t),
-                        Report::Msm => msm(w, t),
-                        Report::Ism => ism(w, t),
+                        Report::Mcm => mcm(w, t, cur),
+                        Report::Tlm => tlm(w, t, cur),
+                        Report::Msm => msm(w, t, cur),
+                        Report::Ism => ism(w, t, cur),
                     }
                 })?;
             Ok(())
@@ -196,23 +201,23 @@ fn count(w: &mut W, name: &str, n: i64) -> R {
     text(w, name, &n.to_string())
 }
 
-fn mcm(w: &mut W, t: &DayTotals) -> R {
+fn mcm(w: &mut W, t: &DayTotals, cur: Currency) -> R {
     for m in &t.merchandise {
         w.create_element("MCMDetail").write_inner_content(|w| {
             text(w, "MerchandiseCode", &m.code)?;
             text(w, "MerchandiseCodeDescription", &m.code)?;
             w.create_element("MCMSalesTotals")
                 .write_inner_content(|w| {
-                    text(w, "DiscountAmount", &amount(0))?;
+                    text(w, "DiscountAmount", &amount(0, cur))?;
                     count(w, "DiscountCount", 0)?;
-                    text(w, "PromotionAmount", &amount(0))?;
+                    text(w, "PromotionAmount", &amount(0, cur))?;
                     count(w, "PromotionCount", 0)?;
-                    text(w, "RefundAmount", &amount(m.refund_amount))?;
+                    text(w, "RefundAmount", &amount(m.refund_amount, cur))?;
                     count(w, "RefundCount", m.refund_count)?;
                     text(w, "SalesQuantity", &Quantity(m.sales_quantity).to_text())?;
-                    text(w, "SalesAmount", &amount(m.sales_amount))?;
+                    text(w, "SalesAmount", &amount(m.sales_amount, cur))?;
                     count(w, "TransactionCount", m.transactions)?;
-                    text(w, "OpenDepartmentSalesAmount", &amount(0))?;
+                    text(w, "OpenDepartmentSalesAmount", &amount(0, cur))?;
                     count(w, "OpenDepartmentTransactionCount", 0)
                 })?;
             Ok(())
@@ -221,25 +226,36 @@ fn mcm(w: &mut W, t: &DayTotals) -> R {
     Ok(())
 }
 
-fn tlm(w: &mut W, t: &DayTotals) -> R {
+fn tlm(w: &mut W, t: &DayTotals, cur: Currency) -> R {
     for x in &t.taxes {
         w.create_element("TLMDetail").write_inner_content(|w| {
             text(w, "TaxLevelID", &x.code)?;
-            text(w, "TaxableSalesAmount", &amount(x.taxable_amount))?;
-            text(w, "TaxableSalesRefundedAmount", &amount(x.taxable_refunded))?;
-            text(w, "TaxCollectedAmount", &amount(x.collected))?;
-            text(w, "TaxExemptSalesAmount", &amount(0))?;
-            text(w, "TaxExemptSalesRefundedAmount", &amount(0))?;
-            text(w, "TaxForgivenSalesAmount", &amount(0))?;
-            text(w, "TaxForgivenSalesRefundedAmount", &amount(0))?;
-            text(w, "TaxRefundedAmount", &amount(x.refunded))
+            text(w, "TaxableSalesAmount", &amount(x.taxable_amount, cur))?;
+            text(
+                w,
+                "TaxableSalesRefundedAmount",
+                &amount(x.taxable_refunded, cur),
+            )?;
+            text(w, "TaxCollectedAmount", &amount(x.collected, cur))?;
+            text(w, "TaxExemptSalesAmount", &amount(0, cur))?;
+            text(w, "TaxExemptSalesRefundedAmount", &amount(0, cur))?;
+            text(w, "TaxForgivenSalesAmount", &amount(0, cur))?;
+            text(w, "TaxForgivenSalesRefundedAmount", &amount(0, cur))?;
+            text(w, "TaxRefundedAmount", &amount(x.refunded, cur))
         })?;
     }
     Ok(())
 }
 
 /// One `MSMDetail`; `tender` adds the tender it is about.
-fn msm_line(w: &mut W, code: &str, sub: &str, tender: Option<&str>, tally: Tally) -> R {
+fn msm_line(
+    w: &mut W,
+    cur: Currency,
+    code: &str,
+    sub: &str,
+    tender: Option<&str>,
+    tally: Tally,
+) -> R {
     w.create_element("MSMDetail").write_inner_content(|w| {
         w.create_element("MiscellaneousSummaryCodes")
             .write_inner_content(|w| {
@@ -254,7 +270,7 @@ fn msm_line(w: &mut W, code: &str, sub: &str, tender: Option<&str>, tally: Tally
                         text(w, "TenderSubCode", "generic")
                     })?;
                 }
-                text(w, "MiscellaneousSummaryAmount", &amount(tally.amount))?;
+                text(w, "MiscellaneousSummaryAmount", &amount(tally.amount, cur))?;
                 count(w, "MiscellaneousSummaryCount", tally.count)
             })?;
         Ok(())
@@ -262,17 +278,18 @@ fn msm_line(w: &mut W, code: &str, sub: &str, tender: Option<&str>, tally: Tally
     Ok(())
 }
 
-fn msm(w: &mut W, t: &DayTotals) -> R {
+fn msm(w: &mut W, t: &DayTotals, cur: Currency) -> R {
     let net = Tally {
         count: t.sales.count + t.refunds.count,
         amount: t.net(),
     };
     let tax: i64 = t.taxes.iter().map(|x| x.collected - x.refunded).sum();
-    msm_line(w, "totalizer", "sales", None, t.sales)?;
-    msm_line(w, "totalizer", "refunds", None, t.refunds)?;
-    msm_line(w, "totalizer", "netSales", None, net)?;
+    msm_line(w, cur, "totalizer", "sales", None, t.sales)?;
+    msm_line(w, cur, "totalizer", "refunds", None, t.refunds)?;
+    msm_line(w, cur, "totalizer", "netSales", None, net)?;
     msm_line(
         w,
+        cur,
         "totalizer",
         "tax",
         None,
@@ -290,11 +307,12 @@ fn msm(w: &mut W, t: &DayTotals) -> R {
             count: x.refund_count,
             amount: x.refund_amount,
         };
-        msm_line(w, "tender", "sales", Some(&x.method), sales)?;
-        msm_line(w, "tender", "refunds", Some(&x.method), refunds)?;
+        msm_line(w, cur, "tender", "sales", Some(&x.method), sales)?;
+        msm_line(w, cur, "tender", "refunds", Some(&x.method), refunds)?;
     }
     msm_line(
         w,
+        cur,
         "statistics",
         "offlineTransactions",
         None,
@@ -302,6 +320,7 @@ fn msm(w: &mut W, t: &DayTotals) -> R {
     )?;
     msm_line(
         w,
+        cur,
         "statistics",
         "offlineCardApprovals",
         None,
@@ -309,6 +328,7 @@ fn msm(w: &mut W, t: &DayTotals) -> R {
     )?;
     msm_line(
         w,
+        cur,
         "statistics",
         "offlineCardDeclinedUpstream",
         None,
@@ -316,7 +336,7 @@ fn msm(w: &mut W, t: &DayTotals) -> R {
     )
 }
 
-fn ism(w: &mut W, t: &DayTotals) -> R {
+fn ism(w: &mut W, t: &DayTotals, cur: Currency) -> R {
     for x in &t.items {
         w.create_element("ISMDetail").write_inner_content(|w| {
             item_code(w, &x.sku)?;
@@ -327,17 +347,17 @@ fn ism(w: &mut W, t: &DayTotals) -> R {
             text(w, "SellingUnits", "1")?;
             w.create_element("ISMSellPriceSummary")
                 .write_inner_content(|w| {
-                    text(w, "ActualSalesPrice", &amount(x.unit_price))?;
+                    text(w, "ActualSalesPrice", &amount(x.unit_price, cur))?;
                     w.create_element("ISMSalesTotals")
                         .write_inner_content(|w| {
                             text(w, "SalesQuantity", &Quantity(x.sales_quantity).to_text())?;
-                            text(w, "SalesAmount", &amount(x.sales_amount))?;
-                            text(w, "DiscountAmount", &amount(0))?;
+                            text(w, "SalesAmount", &amount(x.sales_amount, cur))?;
+                            text(w, "DiscountAmount", &amount(0, cur))?;
                             count(w, "DiscountCount", 0)?;
-                            text(w, "PromotionAmount", &amount(0))?;
+                            text(w, "PromotionAmount", &amount(0, cur))?;
                             count(w, "PromotionCount", 0)?;
                             text(w, "RefundQuantity", &Quantity(x.refund_quantity).to_text())?;
-                            text(w, "RefundAmount", &amount(x.refund_amount))
+                            text(w, "RefundAmount", &amount(x.refund_amount, cur))
                         })?;
                     Ok(())
                 })?;

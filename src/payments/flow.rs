@@ -26,6 +26,7 @@ use crate::probe::{Link, Probe};
 use crate::store::{Reads, StoreError, Writer};
 use crate::upstream::stripe::{Answer, IntentParams, Stripe};
 use chrono_tz::Tz;
+use rusqlite::Transaction;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 use std::collections::{HashMap, HashSet};
@@ -110,10 +111,92 @@ impl Drop for InFlight<'_> {
     }
 }
 
-enum First {
+/// What the first write of `POST /v1/payments` ([`begin`]) leaves to do.
+#[derive(Debug)]
+pub enum First {
+    /// A replay: the payment this register already created under that client id.
     Existing(Payment),
+    /// Recorded (cash) or decided offline: the answer.
     Done(Payment),
+    /// Committed as `authorizing`: the online attempt comes next.
     Online(Payment),
+}
+
+/// The SHA-256 of a payment request's canonical form: a replay must match it.
+pub fn fingerprint(req: &PaymentRequest) -> String {
+    hex::encode(Sha256::digest(serde_json::to_vec(req).unwrap_or_default()))
+}
+
+/// Everything [`begin`] needs besides the request, decided outside the transaction.
+pub struct Begin<'a> {
+    pub id: &'a str,
+    pub fingerprint: &'a str,
+    pub location_id: &'a str,
+    pub business_date: &'a str,
+    pub now: &'a str,
+    /// `[stripe]` is configured.
+    pub configured: bool,
+    /// …and the probe says it is usable now.
+    pub online: bool,
+    pub policy: &'a Policy,
+    pub ctx: &'a Context,
+    /// Where the limits count from and the void is due (`Payments::at`).
+    pub at: &'a super::At,
+}
+
+/// The first write of `POST /v1/payments`, inside the writer's transaction: a replay returns
+/// the original; otherwise the row is inserted and, when Stripe is out of reach, decided
+/// offline in the same transaction (invariant 5).
+pub fn begin(
+    tx: &Transaction<'_>,
+    req: &PaymentRequest,
+    b: &Begin<'_>,
+) -> Result<First, FlowError> {
+    if let Some(p) = super::find_by_client_id(tx, &req.register_id, &req.client_payment_id)? {
+        if p.request_sha256 != b.fingerprint {
+            return Err(FlowError::Conflict(req.client_payment_id.clone()));
+        }
+        return Ok(First::Existing(p));
+    }
+    // A wall clock set back must not date it into a day already reported.
+    let business_date = crate::conexxus::eod::open_date(tx, b.business_date)?;
+    let (status, mode) = match (req.method.as_str(), b.online) {
+        ("cash", _) => ("recorded", "offline"),
+        (_, true) => ("authorizing", "online"),
+        (_, false) => ("authorizing", "offline"),
+    };
+    super::insert(
+        tx,
+        &super::NewPayment {
+            id: b.id,
+            req,
+            fingerprint: b.fingerprint,
+            location_id: b.location_id,
+            business_date: &business_date,
+            status,
+            mode,
+            online_attempted: b.online && req.method == "card",
+            now: b.now,
+        },
+    )?;
+    if req.method == "cash" {
+        return Ok(First::Done(
+            super::get(tx, b.id)?.ok_or(FlowError::NotFound)?,
+        ));
+    }
+    if b.online {
+        return Ok(First::Online(
+            super::get(tx, b.id)?.ok_or(FlowError::NotFound)?,
+        ));
+    }
+    let reason = if b.configured {
+        "stripe unreachable (probe)"
+    } else {
+        "stripe not configured"
+    };
+    Ok(First::Done(super::decide_offline(
+        tx, b.id, b.policy, b.ctx, reason, b.at,
+    )?))
 }
 
 pub fn policy_from(config: &Config) -> Policy {
@@ -249,7 +332,7 @@ impl Payments {
 
     /// `POST /v1/payments`. Returns the payment and whether this was a replay.
     pub async fn create(&self, req: PaymentRequest) -> Result<(Payment, bool), FlowError> {
-        let fingerprint = hex::encode(Sha256::digest(serde_json::to_vec(&req).unwrap_or_default()));
+        let fingerprint = fingerprint(&req);
         let now = chrono::Utc::now();
         let business_date =
             business_day::business_date(now, self.timezone, self.day_close).to_string();
@@ -262,54 +345,23 @@ impl Payments {
         let first = self
             .writer
             .write(move |tx| {
-                if let Some(p) =
-                    super::find_by_client_id(tx, &req.register_id, &req.client_payment_id)?
-                {
-                    if p.request_sha256 != fingerprint {
-                        return Err(FlowError::Conflict(req.client_payment_id.clone()));
-                    }
-                    return Ok(First::Existing(p));
-                }
-                let stamp = business_day::rfc3339(now);
-                // A wall clock set back must not date it into a day already reported.
-                let business_date = crate::conexxus::eod::open_date(tx, &business_date)?;
-                let (status, mode) = match (req.method.as_str(), online) {
-                    ("cash", _) => ("recorded", "offline"),
-                    (_, true) => ("authorizing", "online"),
-                    (_, false) => ("authorizing", "offline"),
-                };
-                super::insert(
+                let now = business_day::rfc3339(now);
+                begin(
                     tx,
-                    &super::NewPayment {
+                    &req,
+                    &Begin {
                         id: &id,
-                        req: &req,
                         fingerprint: &fingerprint,
                         location_id: &location,
                         business_date: &business_date,
-                        status,
-                        mode,
-                        online_attempted: online && req.method == "card",
-                        now: &stamp,
+                        now: &now,
+                        configured,
+                        online,
+                        policy: &policy,
+                        ctx: &ctx,
+                        at: &at,
                     },
-                )?;
-                if req.method == "cash" {
-                    return Ok(First::Done(
-                        super::get(tx, &id)?.ok_or(FlowError::NotFound)?,
-                    ));
-                }
-                if online {
-                    return Ok(First::Online(
-                        super::get(tx, &id)?.ok_or(FlowError::NotFound)?,
-                    ));
-                }
-                let reason = if configured {
-                    "stripe unreachable (probe)"
-                } else {
-                    "stripe not configured"
-                };
-                Ok(First::Done(super::decide_offline(
-                    tx, &id, &policy, &ctx, reason, &at,
-                )?))
+                )
             })
             .await?;
         match first {

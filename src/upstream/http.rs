@@ -223,16 +223,24 @@ fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
     last
 }
 
-/// Parses `Retry-After` as delay-seconds (the form Stripe and most APIs send). HTTP dates are
-/// ignored: they depend on the wall clock, which we do not trust for timers.
+/// The longest wait a `Retry-After` can impose.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(24 * 3600);
+
+/// Parses `Retry-After` as delay-seconds (the form Stripe and most APIs send): `1*DIGIT`
+/// (RFC 9110 §10.2.3), no sign. A delay beyond what `u64` holds is still a long delay, so it
+/// is the cap like any other over a day. HTTP dates are ignored: they depend on the wall
+/// clock, which we do not trust for timers.
 pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     let value = headers
         .get(hyper::header::RETRY_AFTER)?
         .to_str()
         .ok()?
         .trim();
-    let secs: u64 = value.parse().ok()?;
-    Some(Duration::from_secs(secs.min(24 * 3600)))
+    if value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let secs: u64 = value.parse().unwrap_or(u64::MAX);
+    Some(Duration::from_secs(secs).min(MAX_RETRY_AFTER))
 }
 
 #[cfg(test)]
@@ -257,5 +265,21 @@ mod tests {
             HeaderValue::from_static("99999999999"),
         );
         assert_eq!(retry_after(&h), Some(Duration::from_secs(24 * 3600)));
+    }
+
+    #[test]
+    fn retry_after_is_digits_only_and_any_huge_delay_is_the_cap() {
+        // Found by the fuzz target retry_after: "+30" was read as 30 s (u64's parser takes
+        // a sign, delay-seconds has none), and a delay too long for u64 was dropped.
+        let read = |v: &'static str| {
+            let mut h = HeaderMap::new();
+            h.insert(hyper::header::RETRY_AFTER, HeaderValue::from_static(v));
+            retry_after(&h)
+        };
+        assert_eq!(read("+30"), None);
+        assert_eq!(read("3 0"), None);
+        assert_eq!(read(" 30\t"), Some(Duration::from_secs(30)));
+        assert_eq!(read("000"), Some(Duration::ZERO));
+        assert_eq!(read("99999999999999999999999999"), Some(MAX_RETRY_AFTER));
     }
 }

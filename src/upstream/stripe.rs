@@ -237,11 +237,17 @@ impl Stripe {
         let form = form_urlencoded::Serializer::new(String::new())
             .append_pair("payment_intent", intent)
             .finish();
-        match classify(
-            self.call(Method::POST, "/v1/refunds", Some(form), Some(key), timeout)
-                .await,
-        ) {
-            // A refund object has no intent status; success is success.
+        let r = self
+            .call(Method::POST, "/v1/refunds", Some(form), Some(key), timeout)
+            .await;
+        // A refund object is not a PaymentIntent: any 2xx is the refund accepted (a pending
+        // refund completes at Stripe on its own).
+        if r.as_ref().is_ok_and(|resp| resp.status.is_success()) {
+            return Answer::Succeeded {
+                intent: intent.into(),
+            };
+        }
+        match classify(r) {
             Answer::Declined { .. } | Answer::Processing { .. } | Answer::Authorized { .. } => {
                 Answer::Succeeded {
                     intent: intent.into(),
@@ -266,28 +272,58 @@ impl Stripe {
     }
 }
 
-/// A PaymentIntent object → what it means for the payment.
+/// PaymentIntent statuses that say the card was not charged: with `confirm=true` this is
+/// what a decline, or a step a register cannot take (3-D Secure), looks like.
+pub const NOT_CHARGED_STATUSES: &[&str] = &[
+    "requires_payment_method",
+    "requires_confirmation",
+    "requires_action",
+    "canceled",
+];
+
+/// A non-empty string field.
+fn text(v: &Value) -> Option<&str> {
+    v.as_str().filter(|s| !s.is_empty())
+}
+
+/// A PaymentIntent object → what it means for the payment. Only an intent with its id and a
+/// status we know is an answer; anything else in a 2xx (a proxy's page, a cut or garbled
+/// body) says nothing about the charge, so it is retried under the same key, never taken
+/// for a decline: the card may have been charged, and the register would take the money a
+/// second time.
 fn from_intent(pi: &Value) -> Answer {
-    let intent = pi["id"].as_str().unwrap_or_default().to_string();
-    match pi["status"].as_str().unwrap_or_default() {
+    let status = pi["status"].as_str().unwrap_or_default();
+    let Some(intent) = text(&pi["id"]).map(str::to_string) else {
+        return Answer::Retry {
+            error: "Stripe answered 2xx without a PaymentIntent id".into(),
+            retry_after: None,
+            reachable: true,
+            in_progress: false,
+        };
+    };
+    match status {
         "succeeded" => Answer::Succeeded { intent },
         "requires_capture" => Answer::Authorized { intent },
         "processing" => Answer::Processing { intent },
-        other => {
+        s if NOT_CHARGED_STATUSES.contains(&s) => {
             let err = &pi["last_payment_error"];
             Answer::Declined {
                 intent: Some(intent),
-                code: err["decline_code"]
-                    .as_str()
-                    .or(err["code"].as_str())
-                    .unwrap_or(other)
+                code: text(&err["decline_code"])
+                    .or(text(&err["code"]))
+                    .unwrap_or(s)
                     .to_string(),
-                message: err["message"]
-                    .as_str()
+                message: text(&err["message"])
                     .unwrap_or("The card was not charged.")
                     .to_string(),
             }
         }
+        other => Answer::Retry {
+            error: format!("Stripe answered PaymentIntent {intent} with status {other:?}, which says nothing about the charge"),
+            retry_after: None,
+            reachable: true,
+            in_progress: false,
+        },
     }
 }
 
@@ -325,10 +361,9 @@ pub fn classify(r: Result<Response, HttpError>) -> Answer {
         .map(|v| v.eq_ignore_ascii_case("true"));
     if code == 402 {
         return Answer::Declined {
-            intent: err["payment_intent"]["id"].as_str().map(str::to_string),
-            code: err["decline_code"]
-                .as_str()
-                .or(err["code"].as_str())
+            intent: text(&err["payment_intent"]["id"]).map(str::to_string),
+            code: text(&err["decline_code"])
+                .or(text(&err["code"]))
                 .unwrap_or("card_declined")
                 .to_string(),
             message: if message.is_empty() {
@@ -341,8 +376,12 @@ pub fn classify(r: Result<Response, HttpError>) -> Answer {
     // 409 `idempotency_key_in_use`: Stripe is still executing an earlier request under this
     // key (our attempt from before a crash, or behind a dark link). Retrying at once only
     // collects more 409s; give it time. Checked before Stripe-Should-Retry, which may come
-    // with it. Only this exact code is "in progress"; any other 409 is an ordinary retry.
-    if code == 409 && err["code"].as_str() == Some("idempotency_key_in_use") {
+    // with it (an explicit `false` still wins). Only this exact code is "in progress"; any
+    // other 409 is an ordinary retry.
+    if code == 409
+        && err["code"].as_str() == Some("idempotency_key_in_use")
+        && should_retry != Some(false)
+    {
         return Answer::Retry {
             error,
             retry_after: Some(
@@ -494,6 +533,51 @@ mod tests {
         let ra = classify(resp(429, "{}", &[("retry-after", "3")]));
         assert!(
             matches!(ra, Answer::Retry { retry_after: Some(d), .. } if d == Duration::from_secs(3))
+        );
+    }
+
+    #[test]
+    fn a_2xx_that_is_not_a_payment_intent_is_retried_never_a_decline() {
+        // Found by the fuzz target stripe_answer: a 200 whose body was cut or garbled was
+        // classified as a decline with an empty intent and code, so the register asked for
+        // another payment while the card may have been charged.
+        for body in [
+            "",
+            "<html>captive portal</html>",
+            "{\"id\":\"pi_1\",\"object\":\"payment_intent\",\"status\":\"requires_pay",
+            "{\"status\":\"succeeded\"}",
+            "{\"id\":\"\",\"status\":\"requires_capture\"}",
+            "{\"id\":\"pi_1\",\"status\":\"some_future_status\"}",
+        ] {
+            let answer = classify(resp(200, body, &[]));
+            assert!(
+                matches!(
+                    answer,
+                    Answer::Retry {
+                        reachable: true,
+                        ..
+                    }
+                ),
+                "{body:?}: {answer:?}"
+            );
+        }
+        let declined = classify(resp(
+            200,
+            r#"{"id":"pi_1","status":"requires_payment_method","last_payment_error":{"code":"","decline_code":""}}"#,
+            &[],
+        ));
+        assert_eq!(
+            declined,
+            Answer::Declined {
+                intent: Some("pi_1".into()),
+                code: "requires_payment_method".into(),
+                message: "The card was not charged.".into()
+            }
+        );
+        let declined = classify(resp(402, r#"{"error":{"decline_code":""}}"#, &[]));
+        assert!(
+            matches!(&declined, Answer::Declined { code, intent: None, .. } if code == "card_declined"),
+            "{declined:?}"
         );
     }
 
