@@ -249,6 +249,16 @@ async fn retry_until_taken(
     }
 }
 
+/// `n` sales while the disk is healthy (`before-0`…); the id of the first, for reading back.
+async fn record_before(reg: &Register, told: &mut Told, n: usize, expect: &str) -> String {
+    for i in 0..n {
+        let txn = format!("before-{i}");
+        retry_until_taken(reg, told, &txn, Duration::from_secs(5), expect).await;
+    }
+    let (_, first, _) = reg.sale("before-0").await;
+    first["id"].as_str().unwrap().to_string()
+}
+
 /// After the run: every sale the register was told about is in the ledger exactly once,
 /// nothing else is, and the audit chain holds.
 fn assert_ledger_is_what_registers_were_told(dir: &Path, db: &Path, told: &Told) {
@@ -366,12 +376,7 @@ async fn a_full_disk_refuses_writes_with_503_serves_reads_and_recovers_when_spac
     let mut d = BinaryDaemon::start_with_db(dir.path(), &m.path, "reserve_mib = 8", QUIET);
     let reg = Register::new(&d);
     let mut told = Told::default();
-    for i in 0..10 {
-        let txn = format!("before-{i}");
-        retry_until_taken(&reg, &mut told, &txn, Duration::from_secs(5), "disk_full").await;
-    }
-    let (_, first, _) = reg.sale("before-0").await;
-    let first_id = first["id"].as_str().unwrap().to_string();
+    let first_id = record_before(&reg, &mut told, 10, "disk_full").await;
 
     // Something fills the disk, and keeps eating what the reserve gave back.
     let mut fillers = vec![fill(&m.path, "filler-0")];
@@ -472,12 +477,7 @@ async fn a_disk_turned_read_only_under_the_daemon_refuses_writes_serves_reads_an
     let mut d = BinaryDaemon::start_with_db(dir.path(), &m.path, "reserve_mib = 8", QUIET);
     let reg = Register::new(&d);
     let mut told = Told::default();
-    for i in 0..20 {
-        let txn = format!("before-{i}");
-        retry_until_taken(&reg, &mut told, &txn, Duration::from_secs(5), "read_only").await;
-    }
-    let (_, first, _) = reg.sale("before-0").await;
-    let first_id = first["id"].as_str().unwrap().to_string();
+    let first_id = record_before(&reg, &mut told, 20, "read_only").await;
 
     // What ext4 does on a disk error with errors=remount-ro, files open or not.
     let source = String::from_utf8(
