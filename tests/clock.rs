@@ -155,33 +155,13 @@ fn config(
     } else {
         "max_outstanding_total = \"1000.00\""
     };
+    // The Stripe, probe and outbox settings every Stripe test uses (`util::stripe_toml`),
+    // then the back office and backups.
+    let offline = format!(
+        "max_transaction_amount = \"20.00\"\nmax_daily_total = \"50.00\"\n{outstanding}\napproval_required_over = \"15.00\"\n{offline_extra}"
+    );
     format!(
-        r#"
-[probe]
-interval = "200ms"
-offline_interval = "100ms"
-timeout = "1s"
-internet_targets = []
-
-[outbox]
-backoff_base = "50ms"
-backoff_max = "300ms"
-process_interval = "1s"
-max_concurrent = 5
-
-[stripe]
-api_base = "{stripe}"
-secret_key = "sk_test_posedge"
-online_timeout = "1s"
-rate_limit_per_sec = 50
-
-[offline_payments]
-max_transaction_amount = "20.00"
-max_daily_total = "50.00"
-{outstanding}
-approval_required_over = "15.00"
-{offline_extra}
-
+        r#"{stripe_part}
 [conexxus]
 transport = "http"
 url = "{backoffice}"
@@ -191,8 +171,8 @@ eod_sync_time = "00:00"
 
 [backup]
 {backup}
-{managers}"#,
-        managers = managers_toml()
+"#,
+        stripe_part = stripe_toml(stripe, &offline)
     )
 }
 
