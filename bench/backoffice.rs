@@ -37,7 +37,7 @@ use std::time::{Duration, Instant};
 
 #[path = "flags.rs"]
 mod flags;
-use flags::{get, get_f64, parse_flags};
+use flags::{command_line, get, get_f64};
 
 fn usage() -> ExitCode {
     eprintln!(
@@ -49,16 +49,8 @@ fn usage() -> ExitCode {
 }
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let Some(cmd) = args.first() else {
+    let Some((cmd, flags)) = command_line("backoffice") else {
         return usage();
-    };
-    let flags = match parse_flags(&args[1..]) {
-        Ok(f) => f,
-        Err(e) => {
-            eprintln!("backoffice: {e}");
-            return usage();
-        }
     };
     let result = match cmd.as_str() {
         "serve" => serve(&flags),

@@ -2,6 +2,21 @@
 
 use std::collections::HashMap;
 
+/// The subcommand and its flags from this process's command line; `None` (after saying
+/// why, prefixed with `tool`) when there is no subcommand or a flag is malformed, so the
+/// caller prints its usage.
+pub fn command_line(tool: &str) -> Option<(String, HashMap<String, String>)> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let cmd = args.first()?.clone();
+    match parse_flags(&args[1..]) {
+        Ok(flags) => Some((cmd, flags)),
+        Err(e) => {
+            eprintln!("{tool}: {e}");
+            None
+        }
+    }
+}
+
 /// `--key value` pairs after the subcommand.
 pub fn parse_flags(args: &[String]) -> Result<HashMap<String, String>, String> {
     let mut out = HashMap::new();

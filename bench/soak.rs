@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 #[path = "flags.rs"]
 mod flags;
-use flags::{get, get_f64, parse_flags};
+use flags::{command_line, get, get_f64};
 
 fn usage() -> ExitCode {
     eprintln!(
@@ -35,16 +35,8 @@ fn usage() -> ExitCode {
 }
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let Some(cmd) = args.first() else {
+    let Some((cmd, flags)) = command_line("soak") else {
         return usage();
-    };
-    let flags = match parse_flags(&args[1..]) {
-        Ok(f) => f,
-        Err(e) => {
-            eprintln!("soak: {e}");
-            return usage();
-        }
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
