@@ -320,6 +320,47 @@ mod tests {
         assert_eq!(count.unwrap(), 0);
     }
 
+    /// SQLite drops the whole transaction on some errors (SQLITE_FULL, I/O errors); here a
+    /// job does it itself with ROLLBACK. Every other job of the batch is then answered Ok
+    /// exactly when its row was committed: never run outside the batch's transaction and
+    /// answered with an error, never answered Ok and lost.
+    #[tokio::test]
+    async fn after_sqlite_drops_the_transaction_every_answer_matches_what_was_committed() {
+        let (_dir, w) = writer();
+        let dropped = |tx: &Transaction<'_>| -> Result<(), StoreError> {
+            tx.execute_batch("ROLLBACK")?;
+            Err(StoreError::DiskFull)
+        };
+        let small = |id: i64| {
+            move |tx: &Transaction<'_>| -> Result<(), StoreError> {
+                tx.execute("INSERT INTO parent (id) VALUES (?1)", [id])?;
+                Ok(())
+            }
+        };
+        let (a, b, c, d) = tokio::join!(
+            w.write(small(1)),
+            w.write(dropped),
+            w.write(small(2)),
+            w.write(small(3))
+        );
+        assert!(b.is_err());
+        let ids: Result<Vec<i64>, StoreError> = w
+            .write(|tx| {
+                let mut s = tx.prepare("SELECT id FROM parent ORDER BY id")?;
+                let ids = s.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?;
+                Ok(ids)
+            })
+            .await;
+        let ids = ids.unwrap();
+        for (id, answer) in [(1, a), (2, c), (3, d)] {
+            assert_eq!(
+                answer.is_ok(),
+                ids.contains(&id),
+                "job {id} answered {answer:?} with {ids:?} committed"
+            );
+        }
+    }
+
     #[tokio::test]
     async fn a_failing_job_rolls_back_alone_and_its_batch_still_commits() {
         let (_dir, w) = writer();
